@@ -1,0 +1,24 @@
+"""Torch-free runtime: ONNX Runtime + numba kernels + tokenizers. Never imports torch.
+
+Public API (imported lazily so that ``uehead.runtime.reference`` stays light):
+    load(bundle, **session_options) -> Model      Model.predict(texts) -> Predictions
+    verify(bundle) -> dict                        make_session(path, ...) -> onnxruntime.InferenceSession
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "load": "uehead.runtime.model",
+    "Model": "uehead.runtime.model",
+    "Predictions": "uehead.runtime.model",
+    "verify": "uehead.runtime.verify",
+    "make_session": "uehead.runtime.session",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'uehead.runtime' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from uehead.cli import main
+
+sys.exit(main())

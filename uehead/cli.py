@@ -1,0 +1,156 @@
+"""``uehead`` command line: one verb per stage, each a thin wrapper over a Python function.
+
+    uehead train     -> uehead.training.train
+    uehead export    -> uehead.export.export_bundle
+    uehead verify    -> uehead.runtime.verify          (torch-free)
+    uehead predict   -> uehead.runtime.Model.predict_file (torch-free)
+    uehead evaluate  -> uehead.evaluate.evaluate_bundle (torch-free)
+    uehead bench     -> uehead.bench.run_bench
+
+Heavy stages are imported only when their verb runs, so ``uehead verify`` works on a
+runtime-only install. Errors a user can fix exit with status 2 and a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from uehead import __version__
+from uehead.bundle import BundleError
+from uehead.datasets import DataError
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from uehead.training import train
+
+    train(model=a.model, data=a.data, out=a.out, heads=a.heads, max_train=a.max_train, epochs=a.epochs,
+          max_length=a.max_length, seed=a.seed, device=a.device, batch_size=a.batch_size)
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from uehead.export import export_bundle
+
+    export_bundle(a.checkpoint, a.bundle, int8=a.int8, opset=a.opset, data=a.data, default_head=a.default_head)
+    return 0
+
+
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from uehead.runtime import verify
+
+    report = verify(a.bundle)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from uehead.runtime import load
+
+    model = load(a.bundle, threads=a.threads)
+    if a.engine == "ray":
+        from uehead.runtime.ray_data import predict_file_ray
+
+        predict_file_ray(a.bundle, a.input, a.output, text_column=a.text_column, id_column=a.id_column,
+                         batch_size=a.batch_size, num_workers=a.num_workers, address=a.address,
+                         threads=a.threads)
+        return 0
+    model.predict_file(a.input, a.output, text_column=a.text_column, id_column=a.id_column,
+                       batch_size=a.batch_size, resume=a.resume)
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from uehead.evaluate import evaluate_bundle
+
+    evaluate_bundle(a.bundle, a.data, split=a.split, json_out=a.json, plots=not a.no_plots,
+                    max_rows=a.max_rows)
+    return 0
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from uehead.bench import run_bench
+
+    run_bench(a.bundle, json_out=a.json, checkpoint=a.checkpoint, repeats=a.repeats)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uehead", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"uehead {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("train", help="LoRA fine-tune, merge, train uncertainty heads -> checkpoint")
+    t.add_argument("--model", required=True, help="minilm | smollm2 | path to a local Hugging Face model folder")
+    t.add_argument("--data", required=True, help="rotten_tomatoes | path to a dataset folder")
+    t.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    t.add_argument("--heads", type=_csv, default=("adue", "alien"), help="comma list of adue,alien")
+    t.add_argument("--max-train", type=int, default=None, help="cap on LoRA training rows")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--max-length", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("export", help="checkpoint -> validated ONNX bundle")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("bundle", type=Path)
+    e.add_argument("--int8", action="store_true", help="dynamically quantise the backbone (per-channel int8)")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--data", default=None, help="dataset to measure int8 deltas on (rotten_tomatoes | PATH)")
+    e.add_argument("--default-head", default=None, help="adue | alien | sr: which score fills `uncertainty`")
+    e.set_defaults(func=_cmd_export)
+
+    v = sub.add_parser("verify", help="check a bundle's checksums and golden outputs (torch-free)")
+    v.add_argument("bundle", type=Path)
+    v.set_defaults(func=_cmd_verify)
+
+    r = sub.add_parser("predict", help="batch prediction over a JSONL / CSV / Parquet file (torch-free)")
+    r.add_argument("bundle", type=Path)
+    r.add_argument("--input", required=True, type=Path)
+    r.add_argument("--output", required=True, type=Path)
+    r.add_argument("--text-column", default="text")
+    r.add_argument("--id-column", default=None)
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--resume", action="store_true")
+    r.add_argument("--engine", default="local", choices=("local", "ray"))
+    r.add_argument("--num-workers", type=int, default=None)
+    r.add_argument("--address", default=None)
+    r.set_defaults(func=_cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="uncertainty metrics of every score a bundle has (torch-free)")
+    ev.add_argument("bundle", type=Path)
+    ev.add_argument("--data", required=True, help="rotten_tomatoes | PATH")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--json", required=True, type=Path)
+    ev.add_argument("--max-rows", type=int, default=None)
+    ev.add_argument("--no-plots", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    b = sub.add_parser("bench", help="per-stage CPU timings, overhead of the head, peers")
+    b.add_argument("bundle", type=Path)
+    b.add_argument("--json", required=True, type=Path)
+    b.add_argument("--checkpoint", type=Path, default=None, help="checkpoint for the PyTorch / optimum peers")
+    b.add_argument("--repeats", type=int, default=7)
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (BundleError, DataError, FileNotFoundError, ImportError) as exc:
+        print(f"uehead {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""``uehead evaluate``: how well each score of a bundle flags the model's mistakes (torch-free).
+
+Runs a bundle through the runtime on one split of a labelled dataset, computes the error
+indicator e = [predicted label != true label] and every metric of :mod:`uehead.metrics` for
+every score the bundle has (softmax response, entropy, AdUE, ALIEN, MD, RMD; all **higher = more
+uncertain**), prints a table, and writes JSON plus PNG plots next to it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from uehead import __version__, metrics
+from uehead.datasets import SPLITS, DataError, Dataset, Split, load_dataset
+
+__all__ = ["evaluate_bundle", "evaluate_predictions", "collect_scores", "plot_paths"]
+
+#: Attribute of Predictions -> score name, used when ``Predictions.scores`` lacks that name.
+_FALLBACK_SCORES = {"softmax_response": "sr", "entropy": "entropy"}
+_VERSIONED = ("numpy", "onnxruntime", "tokenizers", "numba", "matplotlib")
+
+
+def collect_scores(predictions: Any, n: int) -> dict[str, np.ndarray]:
+    """Every score of a Predictions object as float64 arrays of length ``n``.
+
+    Takes ``predictions.scores`` (name -> [n]) and adds ``sr`` / ``entropy`` from the
+    ``softmax_response`` / ``entropy`` attributes when the dict lacks them.
+    """
+    raw: dict[str, Any] = dict(getattr(predictions, "scores", None) or {})
+    for attr, name in _FALLBACK_SCORES.items():
+        if name not in raw and getattr(predictions, attr, None) is not None:
+            raw[name] = getattr(predictions, attr)
+    if not raw:
+        raise ValueError("the predictions carry no uncertainty scores (neither .scores nor .softmax_response)")
+    out = {}
+    for name, u in raw.items():
+        arr = np.asarray(u, dtype=np.float64)
+        if arr.shape != (n,):
+            raise ValueError(f"score {name!r} has shape {arr.shape}; expected ({n},), one value per text")
+        out[name] = arr
+    return out
+
+
+def evaluate_predictions(predictions: Any, labels, *, num_classes: int | None = None,
+                         probability_scores: Iterable[str] = metrics.PROBABILITY_SCORES) -> dict[str, Any]:
+    """Metrics of every score of ``predictions`` (a runtime Predictions) against true ``labels``.
+
+    Returns ``{"n", "num_classes", "accuracy", "error_rate", "num_errors", "metrics": {score:
+    {metric: value}}}``; undefined metrics are NaN (with an :class:`UndefinedMetricWarning`).
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise DataError(f"labels must be a non-empty 1-D array, got shape {y.shape}")
+    pred = np.asarray(predictions.label_ids)
+    if pred.shape != y.shape:
+        raise ValueError(f"the model returned {pred.shape[0] if pred.ndim else pred} predictions for "
+                         f"{y.shape[0]} texts")
+    probs = getattr(predictions, "probs", None)
+    c = np.asarray(probs).shape[1] if probs is not None else None
+    if num_classes is not None and c is not None and c != num_classes:
+        raise DataError(f"the bundle predicts {c} classes but the dataset has {num_classes} labels; "
+                        "evaluate a bundle on data with the label set it was trained on")
+    limit = c if c is not None else num_classes
+    if y.min() < 0 or (limit is not None and y.max() >= limit):
+        raise DataError(f"labels must lie in [0, {limit}) for a {limit}-class model; found "
+                        f"{int(y.min())}..{int(y.max())}")
+    errors = pred != y
+    scores = collect_scores(predictions, y.size)
+    return {
+        "n": int(y.size),
+        "num_classes": c if c is not None else num_classes,
+        "accuracy": metrics.accuracy(y, pred),
+        "error_rate": float(errors.mean()),
+        "num_errors": int(errors.sum()),
+        "metrics": metrics.summarize(scores, errors, probability_scores),
+        "_scores": scores,
+        "_errors": errors,
+    }
+
+
+def plot_paths(json_out: str | os.PathLike) -> dict[str, Path]:
+    """Where the PNGs of ``json_out`` go: ``<stem>_reliability.png`` and ``<stem>_risk_coverage.png``
+    in the JSON's folder."""
+    p = Path(json_out)
+    return {"reliability": p.with_name(f"{p.stem}_reliability.png"),
+            "risk_coverage": p.with_name(f"{p.stem}_risk_coverage.png")}
+
+
+def _load_model(bundle: str | os.PathLike):
+    from uehead.runtime import load  # noqa: PLC0415  (torch-free)
+
+    return load(bundle)
+
+
+def _versions(model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"uehead": __version__, "python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    manifest = getattr(model, "manifest", None)
+    writer = getattr(manifest, "writer", None)
+    if writer:
+        out["bundle_writer"] = dict(writer)
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if math.isnan(obj) or math.isinf(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _read_split(data: str | os.PathLike | Dataset, split: str) -> tuple[str, Split, int]:
+    if isinstance(data, Dataset):
+        return data.name, data[split], data.num_classes
+    if str(data) == "rotten_tomatoes" and split not in SPLITS:
+        raise DataError(f"dataset 'rotten_tomatoes' has no split {split!r}; it has {list(SPLITS)}")
+    ds = load_dataset(data, splits=(split,))
+    return str(data), ds[split], ds.num_classes
+
+
+def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | Dataset, *, split: str = "test",
+                    json_out: str | os.PathLike | None = None, plots: bool = True, max_rows: int | None = None,
+                    batch_size: int = 32, probability_scores: Iterable[str] = metrics.PROBABILITY_SCORES,
+                    verbose: bool = True) -> dict[str, Any]:
+    """Evaluate every uncertainty score of a bundle on ``data[split]``.
+
+    Args:
+        bundle: a bundle folder (loaded with :func:`uehead.runtime.load`) or an already loaded
+            model, i.e. any object with ``predict(texts, batch_size=..., distances=True)`` returning
+            Predictions (``label_ids``, ``probs``, ``softmax_response``, ``entropy``, ``scores``).
+        data: ``"rotten_tomatoes"``, a dataset folder, or a :class:`~uehead.datasets.Dataset`.
+        split: which split to score (never the one the heads were selected on, for honest numbers).
+        json_out: JSON file to write; the PNGs go next to it (see :func:`plot_paths`). None writes
+            nothing.
+        plots: draw a reliability diagram (probability-like scores) and risk-coverage curves
+            (every score). Needs matplotlib; checked before any prediction runs.
+        max_rows: score only the first ``max_rows`` rows of the split.
+        batch_size: texts per runtime batch.
+        probability_scores: score names that are error probabilities (ECE, Brier, reliability).
+        verbose: print the metrics table to stdout.
+
+    Returns the record written as JSON: ``bundle, data, split, n, num_classes, accuracy,
+    error_rate, num_errors, metrics {score: {metric: value}}, directions, probability_scores,
+    default_score (the score filling Predictions.uncertainty), versions, plots, seconds, notes``.
+    Undefined metrics are NaN in the dict and null in the JSON.
+    """
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1 (or None for all rows), got {max_rows}")
+    draw = plots and json_out is not None
+    if draw:
+        from uehead.plots import require_matplotlib  # noqa: PLC0415
+
+        require_matplotlib()
+    name, rows, num_classes = _read_split(data, split)
+    rows = rows.head(max_rows)
+    model = bundle if hasattr(bundle, "predict") else _load_model(bundle)
+    t0 = time.perf_counter()
+    predictions = model.predict(list(rows.texts), batch_size=batch_size, distances=True)
+    seconds = time.perf_counter() - t0
+    prob = tuple(probability_scores)
+    result = evaluate_predictions(predictions, rows.labels, num_classes=num_classes, probability_scores=prob)
+    scores, errors = result.pop("_scores"), result.pop("_errors")
+    record: dict[str, Any] = {
+        "bundle": str(getattr(bundle, "path", type(bundle).__name__)) if hasattr(bundle, "predict") else str(bundle),
+        "data": name,
+        "split": split,
+        "max_rows": max_rows,
+        **result,
+        "directions": dict(metrics.DIRECTIONS),
+        "probability_scores": [s for s in scores if s in prob],
+        "default_score": getattr(model, "uncertainty_kind", None),
+        "versions": _versions(model),
+        "seconds": {"predict": round(seconds, 4)},
+        "plots": {},
+        "notes": [],
+    }
+    if "md" not in scores and hasattr(model, "baselines") and model.baselines is None:
+        record["notes"].append("no MD/RMD scores: the bundle carries no baselines.npz (re-export it from a "
+                               "checkpoint with baseline statistics)")
+    if draw:
+        from uehead import plots as plotting  # noqa: PLC0415
+
+        paths = plot_paths(json_out)
+        title = f"{Path(str(record['bundle'])).name} on {Path(name).name}:{split} (n={result['n']})"
+        prob_scores = {k: v for k, v in scores.items() if k in prob}
+        if prob_scores:
+            record["plots"]["reliability"] = str(plotting.reliability_diagram(
+                prob_scores, errors, paths["reliability"], title=title))
+        record["plots"]["risk_coverage"] = str(plotting.risk_coverage_plot(
+            scores, errors, paths["risk_coverage"], title=title))
+    if json_out is not None:
+        out = Path(json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if verbose:
+        print(f"{record['bundle']} on {name}:{split}, n = {result['n']}, accuracy {result['accuracy']:.4f}, "
+              f"{result['num_errors']} errors")
+        print(metrics.format_table(record["metrics"], markdown=False))
+        for note in record["notes"]:
+            print(f"note: {note}")
+        if json_out is not None:
+            print(f"wrote {json_out}" + "".join(f", {p}" for p in record["plots"].values()))
+        sys.stdout.flush()
+    return record

@@ -115,6 +115,8 @@ def _check_seen(path, text_column, id_column, seen_text, seen_id, keys) -> None:
 
 
 def _read_csv(path, text_column, id_column, chunk_rows, start_row) -> Iterator[Chunk]:
+    # Texts can be huge (the runtime truncates them); lift the csv module's 128 KiB cell cap.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:

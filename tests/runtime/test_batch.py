@@ -233,6 +233,19 @@ def test_csv_empty_or_short_rows_are_missing_texts(tmp_path):
     assert got[3] == expected_row(FakeModel(), "multi\nline, quoted", "id", "4")
 
 
+def test_huge_texts_are_predicted_in_every_format(tmp_path):
+    huge = "good film " * 60_000  # 600k characters: past the csv module's default 128 KiB cell cap
+    records = [{"id": "a", "text": "fine"}, {"id": "b", "text": huge}, {"id": "c", "text": "bad"}]
+    for fmt in ("csv", "jsonl", "parquet"):
+        src = write_input(tmp_path / f"in.{fmt}", records)
+        dst = tmp_path / f"out.{fmt}"
+        predict_file(FakeModel(), src, dst, id_column="id", progress=False)
+        got = read_output(dst)
+        assert [r["id"] for r in got] == ["a", "b", "c"]
+        assert all(r["error"] is None for r in got), fmt
+        assert got[1] == expected_row(FakeModel(), huge, "id", "b")
+
+
 @pytest.mark.parametrize("in_fmt,out_fmt", [("jsonl", "jsonl"), ("csv", "csv"), ("parquet", "parquet")])
 def test_empty_input_gives_an_empty_output(tmp_path, in_fmt, out_fmt):
     src = write_input(tmp_path / f"in.{in_fmt}", [])

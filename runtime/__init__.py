@@ -12,7 +12,7 @@ _LAZY = {
     "load": "uehead.runtime.model",
     "Model": "uehead.runtime.model",
     "Predictions": "uehead.runtime.model",
-    "verify": "uehead.runtime.verify",
+    "verify": "uehead.runtime.verification",
     "make_session": "uehead.runtime.session",
 }
 __all__ = sorted(_LAZY)
@@ -20,5 +20,7 @@ __all__ = sorted(_LAZY)
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache
+        return value
     raise AttributeError(f"module 'uehead.runtime' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
     uehead train     -> uehead.training.train
     uehead export    -> uehead.export.export_bundle
-    uehead verify    -> uehead.runtime.verify          (torch-free)
+    uehead verify    -> uehead.runtime.verify (torch-free)
     uehead predict   -> uehead.runtime.Model.predict_file (torch-free)
     uehead evaluate  -> uehead.evaluate.evaluate_bundle (torch-free)
     uehead bench     -> uehead.bench.run_bench

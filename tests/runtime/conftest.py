@@ -1,0 +1,20 @@
+"""Shared fixtures of the torch-free runtime tests: one tiny bundle (built with the onnx helper
+API, no torch) and one loaded model per session. Tests that alter a bundle build their own."""
+from __future__ import annotations
+
+import pytest
+
+from tiny_bundle import make_tiny_bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory):
+    """A complete bundle: adue + alien heads (default adue), 2 classes, baselines, golden set."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_bundle_dir):
+    from uehead import runtime
+
+    return runtime.load(tiny_bundle_dir, threads=1)

@@ -1,0 +1,378 @@
+"""Numba source of the score kernels (imported only to JIT-compile them or to build the AOT module).
+
+The serving path does not import this module when the ahead-of-time build is present (see
+``_kernels_aot.py``): ``kernels.py`` then loads a small extension module compiled from exactly
+these functions and numba is never imported. Definitions and directions (higher = more
+uncertain) are those of ``reference.py``; the kernels match it to 1e-6 for float32 input.
+
+Design (why it is fast on CPU; measured in ``benchmarks/bench_kernels.py``):
+- Rows are processed in blocks of about ``BLOCK`` elements; the scratch buffers stay in L1/L2
+  and are small enough for malloc to reuse (large per-call temporaries cost page faults).
+- Row max uses ``llvm.maxnum`` so the reduction vectorises; the shifted logits of a block are
+  then exponentiated in ONE flat loop (all rows at once, not C at a time) by ``_exp_nonpos``, a
+  branch-free polynomial exp (Cody-Waite reduction, degree-8 Taylor, 2**n built from bits)
+  that LLVM vectorises; libm's scalar exp is what makes a straightforward kernel slow.
+- ``log`` of the per-row sums (``_log_ge1``) is vectorised the same way across rows.
+- Softmax, entropy and sums are computed in float64 (exp relative error < 1e-9); only the
+  SmoothMax exponentials, whose error is divided by lambda, are float32; outputs are float32.
+- ``error_model='numpy'`` removes Python's per-division zero checks, which block vectorisation.
+- Non-finite input is detected first, in a function compiled without fastmath; the fastmath
+  code (``nnan``/``ninf``) only ever sees finite logits.
+
+Entry points (same source for the JIT and the AOT paths; x is C-contiguous float32/float64
+[N, C>=2], outputs are preallocated float32 arrays; each returns -1, or the first row holding
+NaN/inf, in which case the outputs are unspecified):
+    task_kernel(x, probs, sr, h, hn) -> int
+    adue_kernel(x, lam, u) -> int
+    alien_kernel(x, u) -> int
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit
+from numba.extending import intrinsic
+
+#: Elements per block of rows (float64 scratch: 32 KiB per buffer).
+BLOCK = 4096
+
+# Flags: EXACT keeps IEEE rounding order (needed by the exp/log bit tricks); RED additionally
+# allows reassociation (vectorised sums) and assumes finite values (input is checked first).
+FM_EXACT = {"nsz", "contract", "arcp"}
+FM_RED = {"nsz", "contract", "arcp", "reassoc", "nnan", "ninf"}
+# Helpers are not cached on their own: the entry points are (``cache=True`` in
+# ``jit_entry_points``) and their cached code already contains every inlined helper.
+_OPTS = dict(cache=False, nogil=True, error_model="numpy")
+
+LOG2E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+EXP_MIN = -708.0  # exp(s) for s below this is < 3.3e-308: returned as 0 (float32 output is 0 anyway)
+S_MIN = -800.0  # shifted logits are clamped here (exp is 0 below EXP_MIN either way)
+_MAGIC = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer kept in the low bits
+_MAGIC_BITS = int(np.float64(_MAGIC).view(np.int64))
+_MANT_MASK = 0x000FFFFFFFFFFFFF
+_ONE_BITS = int(np.float64(1.0).view(np.int64))
+_SQRT2 = 1.4142135623730951
+_F32_EXP_MIN = np.float32(-87.0)
+_F32_ZERO = np.float32(0.0)
+_F32_LOG2E = np.float32(LOG2E)
+_F32_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
+_F32_MAGIC_BITS = int(np.float32(12582912.0).view(np.int32))
+_F32_LN2_HI = np.float32(0.693359375)
+_F32_LN2_LO = np.float32(-2.12194440e-4)
+_F32_C = (np.float32(1.0), np.float32(1.0), np.float32(0.5), np.float32(1.0 / 6), np.float32(1.0 / 24),
+          np.float32(1.0 / 120), np.float32(1.0 / 720))
+
+
+@intrinsic
+def _fmax(typingctx, a, b):
+    """max(a, b) as llvm.maxnum (vectorisable reduction; inputs are known finite)."""
+    sig = a(a, a)
+
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [ty], ir.FunctionType(ty, [ty, ty]))
+        return builder.call(fn, args, fastmath=("nnan", "nsz"))
+
+    return sig, codegen
+
+
+@njit(fastmath=FM_EXACT, **_OPTS)
+def _exp_nonpos(s):
+    """exp(s) for finite float64 s <= 0, relative error < 1e-9; 0.0 below EXP_MIN. Branch-free."""
+    sc = max(s, EXP_MIN)
+    t = sc * LOG2E + _MAGIC
+    n = t - _MAGIC  # round(sc / ln 2)
+    r = sc - n * LN2_HI - n * LN2_LO  # |r| <= ln(2)/2, so the degree-8 Taylor error is < 3e-10
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
+        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320))))))))
+    k = np.float64(t).view(np.int64) - _MAGIC_BITS  # the integer n
+    two_k = np.int64((k + 1023) << 52).view(np.float64)
+    return p * two_k if s >= EXP_MIN else 0.0
+
+
+@njit(fastmath=FM_EXACT, **_OPTS)
+def _exp_nonpos_f32(s):
+    """exp(s) in float32 for finite float32 s <= 0 (relative error < 3e-7; 0 below -87).
+
+    Used only inside SmoothMax, where the sum of these terms is >= 1 and enters as
+    log(sum) / lambda, so a 3e-7 relative error moves 1 - SmoothMax by < 1e-8."""
+    sc = max(s, _F32_EXP_MIN)
+    t = sc * _F32_LOG2E + _F32_MAGIC
+    n = t - _F32_MAGIC
+    r = sc - n * _F32_LN2_HI - n * _F32_LN2_LO
+    p = _F32_C[0] + r * (_F32_C[1] + r * (_F32_C[2] + r * (_F32_C[3] + r * (_F32_C[4] + r * (
+        _F32_C[5] + r * _F32_C[6])))))
+    k = np.float32(t).view(np.int32) - _F32_MAGIC_BITS
+    two_k = np.int32((k + 127) << 23).view(np.float32)
+    return p * two_k if s >= _F32_EXP_MIN else _F32_ZERO
+
+
+@njit(fastmath=FM_EXACT, **_OPTS)
+def _log_ge1(v):
+    """log(v) for finite v >= 1, absolute error < 1e-15. Branch-free (vectorises)."""
+    b = np.float64(v).view(np.int64)
+    k = ((b >> 52) & 0x7FF) - 1023
+    m = np.int64((b & _MANT_MASK) | _ONE_BITS).view(np.float64)  # mantissa in [1, 2)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m  # [sqrt(1/2), sqrt(2)]
+    k = k + 1 if big else k
+    f = m - 1.0
+    s = f / (2.0 + f)  # log(m) = 2 atanh(s), |s| <= 0.172
+    z = s * s
+    poly = z * (1.0 / 3 + z * (1.0 / 5 + z * (1.0 / 7 + z * (1.0 / 9 + z * (1.0 / 11 + z * (
+        1.0 / 13 + z * (1.0 / 15 + z * (1.0 / 17))))))))
+    return k * LN2_HI + (2.0 * s + 2.0 * s * poly + k * LN2_LO)
+
+
+@njit(fastmath=False, **_OPTS)
+def _first_nonfinite_row(x, r0, r1):
+    """Index of the first row in [r0, r1) of C-contiguous x holding NaN or +-inf, else -1.
+
+    No fastmath here: ``v - v`` is 0 for every finite v and NaN for NaN/inf, so the flat
+    OR-reduction vectorises and stays exact. ``fastmath=False`` must stay explicit: numba lets a
+    callee inherit the caller's fastmath flags when it sets none, and with ``nnan``/``ninf`` this
+    test folds to False (caught by the NaN tests)."""
+    c = x.shape[1]
+    xf = x.reshape(-1)[r0 * c:r1 * c]  # (this slice + int32 OR vectorises; a bool OR does not)
+    bad = np.int32(0)
+    for k in range(xf.shape[0]):
+        v = xf[k]
+        bad |= np.int32((v - v) != 0)
+    if bad == 0:
+        return -1
+    for k in range(xf.shape[0]):
+        v = xf[k]
+        if (v - v) != 0:
+            return r0 + k // c
+    return -1
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _shifted_exp(x, r0, r1, s, e):
+    """For rows [r0, r1): s = x - rowmax (float64, flat), e = exp(s) (flat). So max_j e = 1."""
+    c = x.shape[1]
+    for ii in range(r1 - r0):  # indices stay provably >= 0 (no wraparound code, loops vectorise)
+        i = r0 + ii
+        m = x[i, 0]
+        for j in range(1, c):
+            m = _fmax(m, x[i, j])
+        mf = np.float64(m)
+        base = ii * c
+        for j in range(c):  # clamped: exp(S_MIN) is 0, and e * s stays 0 (no 0 * inf) for |x| ~ 1e300
+            s[base + j] = max(np.float64(x[i, j]) - mf, S_MIN)
+    for k in range((r1 - r0) * c):  # one flat, vectorised pass over the whole block
+        e[k] = _exp_nonpos(s[k])
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _row_sums(e, rows, c, out):
+    for i in range(rows):
+        a = 0.0
+        base = i * c
+        for j in range(c):
+            a += np.float64(e[base + j])
+        out[i] = a
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _block_rows(c):
+    return max(1, BLOCK // c)
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _task_impl(x, probs, sr, h, hn):
+    n, c = x.shape
+    rb = _block_rows(c)
+    s = np.empty(rb * c)
+    e = np.empty(rb * c)
+    ssum = np.empty(rb)
+    tsum = np.empty(rb)
+    inv_logc = 1.0 / math.log(c)
+    for r0 in range(0, n, rb):
+        r1 = min(n, r0 + rb)
+        bad = _first_nonfinite_row(x, r0, r1)
+        if bad >= 0:
+            return bad
+        rows = r1 - r0
+        _shifted_exp(x, r0, r1, s, e)
+        for i in range(rows):  # S = sum e, T = sum e * s
+            a = 0.0
+            b = 0.0
+            base = i * c
+            for j in range(c):
+                a += e[base + j]
+                b += e[base + j] * s[base + j]
+            ssum[i] = a
+            tsum[i] = b
+        for i in range(rows):  # vectorised across rows: H = log S - T / S, max p = 1 / S
+            inv = 1.0 / ssum[i]
+            ent = _log_ge1(ssum[i]) - tsum[i] * inv
+            ssum[i] = inv
+            sr[r0 + i] = 1.0 - inv
+            h[r0 + i] = ent
+            hn[r0 + i] = ent * inv_logc
+        for i in range(rows):
+            inv = ssum[i]
+            base = i * c
+            for j in range(c):
+                probs[r0 + i, j] = e[base + j] * inv
+    return -1
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _alien_impl(x, u):
+    n, c = x.shape
+    rb = _block_rows(c)
+    s = np.empty(rb * c)
+    e = np.empty(rb * c)
+    ssum = np.empty(rb)
+    tsum = np.empty(rb)
+    inv_logc = 1.0 / math.log(c)
+    for r0 in range(0, n, rb):
+        r1 = min(n, r0 + rb)
+        bad = _first_nonfinite_row(x, r0, r1)
+        if bad >= 0:
+            return bad
+        rows = r1 - r0
+        _shifted_exp(x, r0, r1, s, e)
+        for i in range(rows):
+            a = 0.0
+            b = 0.0
+            base = i * c
+            for j in range(c):
+                a += e[base + j]
+                b += e[base + j] * s[base + j]
+            ssum[i] = a
+            tsum[i] = b
+        for i in range(rows):
+            u[r0 + i] = (_log_ge1(ssum[i]) - tsum[i] / ssum[i]) * inv_logc
+    return -1
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _adue_impl(x, lam, u):
+    n, c = x.shape
+    rb = _block_rows(c)
+    s = np.empty(rb * c)
+    e = np.empty(rb * c)
+    z = np.empty(rb * c, np.float32)
+    inv = np.empty(rb)
+    g = np.empty(rb)
+    inv_lam = 1.0 / lam
+    for r0 in range(0, n, rb):
+        r1 = min(n, r0 + rb)
+        bad = _first_nonfinite_row(x, r0, r1)
+        if bad >= 0:
+            return bad
+        rows = r1 - r0
+        _shifted_exp(x, r0, r1, s, e)
+        _row_sums(e, rows, c, inv)
+        for i in range(rows):
+            inv[i] = 1.0 / inv[i]  # = max p
+        # SmoothMax(p) = max p + log(sum exp(lam (p - max p))) / lam, and p - max p = (e - 1) / S <= 0
+        for i in range(rows):
+            scale = lam * inv[i]
+            base = i * c
+            for j in range(c):
+                z[base + j] = np.float32((e[base + j] - 1.0) * scale)
+        for k in range(rows * c):
+            z[k] = _exp_nonpos_f32(z[k])
+        _row_sums(z, rows, c, g)
+        for i in range(rows):
+            u[r0 + i] = 1.0 - inv[i] - _log_ge1(g[i]) * inv_lam
+    return -1
+
+
+# -- two classes (binary classifiers, the common case): vectorised across rows -----------------
+# With C = 2 a row is (max, other) and only exp(-|x1 - x0|) is needed; per-row loops of length 2
+# would not vectorise, so these loops run over rows (x viewed flat, stride 2).
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _task_c2(x, probs, sr, h, hn):
+    n = x.shape[0]
+    bad = _first_nonfinite_row(x, 0, n)
+    if bad >= 0:
+        return bad
+    xf = x.reshape(-1)
+    pf = probs.reshape(-1)
+    inv_log2 = 1.0 / math.log(2.0)
+    for i in range(n):
+        d = np.float64(xf[2 * i + 1]) - np.float64(xf[2 * i])
+        ad = min(abs(d), -S_MIN)
+        e = _exp_nonpos(-ad)
+        tot = 1.0 + e
+        inv = 1.0 / tot  # = max p
+        lo = e * inv
+        pf[2 * i] = lo if d > 0 else inv
+        pf[2 * i + 1] = inv if d > 0 else lo
+        ent = _log_ge1(tot) + ad * lo  # log S - sum p s, with s = (0, -|d|)
+        sr[i] = 1.0 - inv
+        h[i] = ent
+        hn[i] = ent * inv_log2
+    return -1
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _alien_c2(x, u):
+    n = x.shape[0]
+    bad = _first_nonfinite_row(x, 0, n)
+    if bad >= 0:
+        return bad
+    xf = x.reshape(-1)
+    inv_log2 = 1.0 / math.log(2.0)
+    for i in range(n):
+        ad = min(abs(np.float64(xf[2 * i + 1]) - np.float64(xf[2 * i])), -S_MIN)
+        e = _exp_nonpos(-ad)
+        tot = 1.0 + e
+        u[i] = (_log_ge1(tot) + ad * e / tot) * inv_log2
+    return -1
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _adue_c2(x, lam, u):
+    n = x.shape[0]
+    bad = _first_nonfinite_row(x, 0, n)
+    if bad >= 0:
+        return bad
+    xf = x.reshape(-1)
+    inv_lam = 1.0 / lam
+    for i in range(n):
+        ad = min(abs(np.float64(xf[2 * i + 1]) - np.float64(xf[2 * i])), -S_MIN)
+        e = _exp_nonpos(-ad)
+        inv = 1.0 / (1.0 + e)  # = max p; min p - max p = (e - 1) / S
+        g = 1.0 + _exp_nonpos(lam * (e - 1.0) * inv)
+        u[i] = 1.0 - inv - _log_ge1(g) * inv_lam
+    return -1
+
+
+# Entry points: plain functions so that the AOT build (numba.pycc) compiles exactly this code;
+# the JIT path wraps them with ``njit`` below.
+def task_kernel(x, probs, sr, h, hn):
+    if x.shape[1] == 2:
+        return _task_c2(x, probs, sr, h, hn)
+    return _task_impl(x, probs, sr, h, hn)
+
+
+def adue_kernel(x, lam, u):
+    if x.shape[1] == 2:
+        return _adue_c2(x, lam, u)
+    return _adue_impl(x, lam, u)
+
+
+def alien_kernel(x, u):
+    if x.shape[1] == 2:
+        return _alien_c2(x, u)
+    return _alien_impl(x, u)
+
+
+ENTRY_POINTS = {"task": task_kernel, "adue": adue_kernel, "alien": alien_kernel}
+
+
+def jit_entry_points() -> dict:
+    """The entry points JIT-compiled with numba (``cache=True``: numba's on-disk cache, in the folder
+    that ``numba.config.CACHE_DIR`` names when this is called), keyed like ``ENTRY_POINTS``."""
+    return {name: njit(cache=True, nogil=True, error_model="numpy")(fn) for name, fn in ENTRY_POINTS.items()}

@@ -50,18 +50,24 @@ def _cmd_verify(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from uehead.runtime import load
-
-    model = load(a.bundle, threads=a.threads)
     if a.engine == "ray":
+        if a.resume:
+            print("uehead predict: error: --resume works with --engine local only; a Ray job is re-run whole "
+                  "(its output appears only when complete).", file=sys.stderr)
+            return 2
         from uehead.runtime.ray_data import predict_file_ray
 
         predict_file_ray(a.bundle, a.input, a.output, text_column=a.text_column, id_column=a.id_column,
                          batch_size=a.batch_size, num_workers=a.num_workers, address=a.address,
                          threads=a.threads)
         return 0
-    model.predict_file(a.input, a.output, text_column=a.text_column, id_column=a.id_column,
-                       batch_size=a.batch_size, resume=a.resume)
+    from uehead.runtime import load
+
+    model = load(a.bundle, threads=a.threads)
+    report = model.predict_file(a.input, a.output, text_column=a.text_column, id_column=a.id_column,
+                                batch_size=a.batch_size, resume=a.resume)
+    print(f"uehead predict: {report.rows} rows ({report.error_rows} error rows) -> {report.output} "
+          f"in {report.seconds:.1f} s", file=sys.stderr)
     return 0
 
 

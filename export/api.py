@@ -1,0 +1,207 @@
+"""``export_bundle``: a training checkpoint -> a validated ONNX bundle (``uehead export``).
+
+Steps: read the checkpoint; write tokenizer.json and check it tokenises like the checkpoint's
+Hugging Face tokenizer; export backbone.onnx and head.onnx; validate them against PyTorch (typed
+error above tolerance); optionally quantise the backbone to int8 and measure what that costs;
+write golden.json, baselines.npz and the manifest; re-check the bundle with the runtime's
+``verify``. Everything is written into a temporary sibling folder that is renamed into place
+only at the end, so a failed export never leaves a bundle that looks complete.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from uehead.bundle import MANIFEST_FILE, FORMAT_NAME, Manifest
+from uehead.export import graphs, quantize, validate
+from uehead.export.checkpoint import Checkpoint, read_checkpoint
+from uehead.export.errors import ExportError
+from uehead.export.tokenization import check_tokenizer_agreement, encode, write_tokenizer
+from uehead.export import writer
+
+log = logging.getLogger(__name__)
+
+#: golden.json tolerance for int8 bundles. Dynamic quantisation picks activation scales per
+#: tensor, i.e. per batch, so the same text can score slightly differently next to other texts
+#: (the runtime batches by length); fp32 bundles use validate.DEFAULT_TOLERANCE.
+INT8_GOLDEN_TOLERANCE = 2e-2
+#: Rows of the dataset's test split used to check tokenizer agreement (all rows go to int8 deltas).
+TOKENIZER_CHECK_ROWS = 256
+
+
+def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, int8: bool = False, opset: int = 17,
+                  data: str | os.PathLike | None = None, default_head: str | None = None) -> Manifest:
+    """Export ``checkpoint`` (the folder ``uehead train`` writes) to the bundle folder ``bundle``.
+
+    Args:
+        int8: write a dynamically quantised backbone (per-channel int8 weights) and record its
+            deltas against fp32 in ``manifest.reports["int8"]``.
+        opset: ONNX opset of both graphs.
+        data: a dataset (``rotten_tomatoes`` or a folder); with ``int8``, accuracy and ROC-AUC
+            deltas are measured on its test split; its test texts also join the tokenizer check.
+        default_head: which score fills ``Predictions.uncertainty`` ("adue", "alien" or "sr");
+            default: the first of adue, alien the checkpoint has, else "sr".
+    Returns:
+        The manifest as written (checksums filled).
+    Raises:
+        CheckpointError: the checkpoint is incomplete or unsupported.
+        ExportValidationError: ONNX Runtime disagrees with PyTorch (or tokenizer.json with the
+            Hugging Face tokenizer) beyond tolerance; ``.report`` holds the diffs.
+        ExportError: ``bundle`` exists and is not a uehead bundle.
+    """
+    started = time.perf_counter()
+    ckpt = read_checkpoint(checkpoint)
+    default_kind = writer.choose_default_head(tuple(ckpt.heads), default_head)
+    dest = Path(bundle)
+    _check_destination(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dataset = None
+    if data is not None:
+        from uehead.datasets import load_dataset
+
+        dataset = load_dataset(data, splits=("test",))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    _umask = os.umask(0)
+    os.umask(_umask)
+    tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; a bundle folder is an ordinary folder
+    try:
+        manifest = _export_into(ckpt, tmp, int8=int8, opset=opset, dataset=dataset, default_kind=default_kind,
+                                started=started)
+        _verify_with_runtime(tmp)
+        _move_into_place(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s -> %s in %.1fs", ckpt.root, dest, time.perf_counter() - started)
+    return manifest
+
+
+def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,
+                 started: float) -> Manifest:
+    model = ckpt.load_model()
+    hf_tok = ckpt.load_tokenizer()
+    pad_id = int(hf_tok.pad_token_id)
+    arch = ckpt.architecture
+    names = graphs.backbone_input_names(model, hf_tok, arch)
+    kinds = tuple(ckpt.heads)
+    lams = {k: h.lam for k, h in ckpt.heads.items()}
+    enc_kw = dict(max_length=ckpt.max_length, pad_token_id=pad_id, input_names=names)
+
+    tok = write_tokenizer(hf_tok, out / writer.TOKENIZER_FILE)
+    real_texts = list(dataset["test"].texts[:TOKENIZER_CHECK_ROWS]) if dataset is not None else []
+    check_texts = list(validate.SAMPLE_TEXTS) + real_texts + [validate.long_text(validate.SAMPLE_TEXTS)]
+    tokenizer_report = check_tokenizer_agreement(hf_tok, tok, check_texts, max_length=ckpt.max_length,
+                                                 pad_token_id=pad_id, input_names=names,
+                                                 where=out / writer.TOKENIZER_FILE)
+
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fp32-") as scratch:
+        fp32_path = (Path(scratch) if int8 else out) / writer.BACKBONE_FILE
+        backbone = graphs.export_backbone(model, arch, names, fp32_path, opset=opset)
+        task = graphs.task_classifier(model, arch)
+        head_modules = {k: graphs.head_module(h) for k, h in ckpt.heads.items()}
+        head = graphs.export_head(task, head_modules, model.config.hidden_size, out / writer.HEAD_FILE, opset=opset)
+
+        ref = validate.TorchReference.from_checkpoint(ckpt, model)
+        fp32 = validate.OnnxPipeline(fp32_path, out / writer.HEAD_FILE)
+        cases = validate.validation_cases(tok, real_texts or validate.SAMPLE_TEXTS, **enc_kw)
+        reports: dict[str, Any] = {}
+        reports["validation"] = validate.validate_graphs(ref, fp32, cases, lams, where=fp32_path)
+        reports["validation"]["tokenizer"] = tokenizer_report
+
+        golden_texts = list(validate.SAMPLE_TEXTS)
+        if int8:
+            reports["int8"], golden = _quantize_and_measure(fp32, out, tok, cases, golden_texts, lams, kinds,
+                                                            dataset, enc_kw)
+        else:
+            golden_scores = validate.scores(ref(encode(tok, golden_texts, **enc_kw)), lams)
+            golden = writer.golden_payload(golden_texts, golden_scores, kinds, source="pytorch",
+                                           tolerance=validate.DEFAULT_TOLERANCE)
+
+    uncertainty_params = head.num_parameters - sum(p.numel() for p in task.parameters())
+    reports["parameters"] = {
+        "backbone": backbone.num_parameters, "head_graph": head.num_parameters,
+        "uncertainty_heads": uncertainty_params,
+        "uncertainty_heads_percent_of_backbone": 100.0 * uncertainty_params / max(1, backbone.num_parameters)}
+    reports["export"] = {"checkpoint": str(ckpt.root), "exporter": "torch.onnx.export(dynamo=False)",
+                         "opset": opset, "precision": "int8" if int8 else "fp32",
+                         "seconds": round(time.perf_counter() - started, 2)}
+    reports["training"] = writer.training_summary(ckpt)
+    manifest = writer.build_manifest(
+        ckpt, input_names=names, pad_token_id=pad_id, feature_size=model.config.hidden_size,
+        precision="int8" if int8 else "fp32", backbone_parameters=backbone.num_parameters,
+        head_parameters=head.num_parameters, default_head=default_kind,
+        baselines=writer.copy_baselines(ckpt, out), golden=writer.write_golden(out, golden), reports=reports)
+    return writer.finish(out, manifest)
+
+
+def _quantize_and_measure(fp32, out: Path, tok, cases, golden_texts, lams, kinds, dataset, enc_kw):
+    """Write the int8 backbone; return (int8 report, golden payload from the int8 graphs)."""
+    report = quantize.quantize_backbone(fp32.backbone_path, out / writer.BACKBONE_FILE)
+    q8 = validate.OnnxPipeline(out / writer.BACKBONE_FILE, out / writer.HEAD_FILE)
+    per_case = {n: {"shape": list(b["input_ids"].shape), **validate.compare_outputs(fp32(b), q8(b), lams)}
+                for n, b in cases.items()}
+    summary = validate.summarise(per_case, validate.DEFAULT_TOLERANCE)
+    report["validation_cases"] = {"max_abs_diff": summary["max_abs_diff"], "cases": summary["cases"]}
+    report["golden"] = quantize.golden_deltas(fp32, q8, encode(tok, golden_texts, **enc_kw), lams)
+    if dataset is not None:
+        test = dataset["test"]
+        deltas = quantize.dataset_deltas(fp32, q8, tok, test.texts, test.labels, lams,
+                                         max_length=enc_kw["max_length"], pad_token_id=enc_kw["pad_token_id"])
+        report["data"] = {"name": dataset.name, "split": "test", **deltas}
+        if not deltas["within_1_point"]:
+            log.warning("int8 moves a metric by more than 1 point on %s test (accuracy delta %.2f, ROC-AUC deltas "
+                        "%s; see delta_se for the noise level)", dataset.name, deltas["accuracy"]["delta"],
+                        {k: round(v["delta"], 2) for k, v in deltas["roc_auc"].items()})
+    golden = writer.golden_payload(golden_texts, validate.scores(_per_text(q8, tok, golden_texts, enc_kw), lams),
+                                   kinds, source="onnxruntime", tolerance=INT8_GOLDEN_TOLERANCE)
+    return report, golden
+
+
+def _per_text(pipeline, tok, texts, enc_kw) -> dict:
+    """Outputs for each text run alone (batch 1): a reference that does not depend on batching."""
+    import numpy as np
+
+    rows = [pipeline(encode(tok, [t], **enc_kw)) for t in texts]
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def _verify_with_runtime(out: Path) -> None:
+    """Run the torch-free ``uehead verify`` on the finished folder (checksums, graphs, golden)."""
+    try:
+        from uehead.runtime.verification import verify
+    except ImportError:  # pragma: no cover - the runtime ships with uehead
+        log.warning("uehead.runtime.verification is not importable; skipping the runtime check")
+        return
+    verify(out)
+
+
+def _is_bundle(path: Path) -> bool:
+    try:
+        import json
+
+        return json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_destination(dest: Path) -> None:
+    if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or _is_bundle(dest))):
+        raise ExportError("exists and is not a uehead bundle; refusing to overwrite it.", path=dest,
+                          fix="choose a new bundle folder, or remove this one.")
+
+
+def _move_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder to ``dest``, replacing an older bundle there."""
+    _check_destination(dest)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

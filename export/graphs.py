@@ -1,0 +1,210 @@
+"""The two ONNX graphs of a bundle, as small torch wrapper modules exported with the legacy
+(TorchScript) exporter (``dynamo=False``: its graph ran faster in ONNX Runtime than the dynamo one).
+
+* ``backbone.onnx``: the tokenizer's tensors -> ``features`` (z, float32 [batch, hidden]), with z
+  computed inside the graph as METHOD.md defines it: BERT-family = pooled output, RoBERTa-style =
+  first-token hidden state, LLaMA-family = hidden state of the last non-pad token (right padding,
+  found from ``attention_mask``). Batch and sequence axes are dynamic.
+* ``head.onnx``: ``features`` -> ``task_logits`` (the merged model's own classifier, so predictions
+  never change) plus ``<kind>_logits`` for each trained uncertainty head.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from uehead.export.checkpoint import HeadWeights
+
+#: Tensors a backbone may take, in the order the graph (and the manifest) lists them.
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+FEATURES = "features"
+TASK_LOGITS = "task_logits"
+
+
+def head_output_name(kind: str) -> str:
+    """Name of the head.onnx output holding the ``kind`` head's logits."""
+    return f"{kind}_logits"
+
+
+class DenseTanhLinear(nn.Module):
+    """RoBERTa-style classifier block on z (already the first-token state): out_proj(tanh(dense(z)))."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.dense = nn.Linear(in_features, in_features)
+        self.out_proj = nn.Linear(in_features, num_classes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(torch.tanh(self.dense(z)))
+
+
+class BackboneFeatures(nn.Module):
+    """Token tensors -> z. Wraps the base model of a ``*ForSequenceClassification``."""
+
+    def __init__(self, model: nn.Module, architecture: str, input_names: tuple[str, ...]):
+        super().__init__()
+        self.base = getattr(model, model.base_model_prefix)
+        self.architecture = architecture
+        self.input_names = input_names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        inputs = dict(zip(self.input_names, tensors))
+        if self.architecture == "bert":
+            return self.base(**inputs).pooler_output
+        if self.architecture == "roberta":
+            return self.base(**inputs).last_hidden_state[:, 0]
+        # LLaMA-family, right padding. Causal attention means pad positions (all after the last real
+        # token) cannot change the last real token's state, and HF position ids are 0..T-1 either
+        # way, so the base model runs with the causal mask alone (cheaper, and an all-pad row of an
+        # empty text stays finite) and z is gathered at the last position whose attention_mask is 1
+        # (position 0 for an empty row, as transformers' own pooling does).
+        hidden = self.base(input_ids=inputs["input_ids"], use_cache=False).last_hidden_state
+        last = (inputs["attention_mask"].sum(dim=1) - 1).clamp(min=0)
+        index = last.view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+        return torch.gather(hidden, 1, index)[:, 0]
+
+
+class HeadLogits(nn.Module):
+    """z -> (task logits, one logits tensor per uncertainty head)."""
+
+    def __init__(self, task: nn.Module, heads: dict[str, nn.Module]):
+        super().__init__()
+        self.task = task
+        self.kinds = tuple(heads)
+        self.heads = nn.ModuleList(heads.values())
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.task(features), *(h(features) for h in self.heads))
+
+
+def task_classifier(model: nn.Module, architecture: str) -> nn.Module:
+    """The merged model's classifier as a module on z (dropout is a no-op in eval and is left out)."""
+    if architecture == "bert":
+        return model.classifier
+    if architecture == "llama":
+        return model.score
+    if architecture == "roberta":
+        block = model.classifier
+        out = DenseTanhLinear(block.dense.in_features, block.out_proj.out_features)
+        out.load_state_dict({f"{k}": v for k, v in block.state_dict().items()})
+        return out.eval()
+    raise ValueError(f"unknown architecture {architecture!r}")
+
+
+def head_module(head: HeadWeights) -> nn.Module:
+    """Build an uncertainty head (``linear`` or ``dense_tanh_linear``) from its checkpoint weights."""
+    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in head.state_dict.items()}
+    if head.module == "linear":
+        out_f, in_f = sd["weight"].shape
+        module = nn.Linear(in_f, out_f, bias="bias" in sd)
+    else:
+        out_f, in_f = sd["out_proj.weight"].shape[0], sd["dense.weight"].shape[1]
+        module = DenseTanhLinear(in_f, out_f)
+    module.load_state_dict(sd, strict=True)
+    return module.eval()
+
+
+def backbone_input_names(model: nn.Module, tokenizer, architecture: str) -> tuple[str, ...]:
+    """The tokenizer's tensors the backbone takes, in TOKEN_INPUTS order."""
+    names = set(tokenizer.model_input_names)
+    if architecture == "llama" or getattr(model.config, "type_vocab_size", 0) in (0, None):
+        names.discard("token_type_ids")
+    names.add("input_ids")
+    names.add("attention_mask")
+    return tuple(n for n in TOKEN_INPUTS if n in names)
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    path: Path
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    num_parameters: int
+
+
+@contextlib.contextmanager
+def traceable_masks():
+    """Swap transformers' vmap-built attention masks for optimum's vmap-free ones while tracing.
+
+    transformers >= 4.53 builds 4D masks with ``torch.vmap`` and detects packed sequences with
+    ``torch.diff``; neither traces with the TorchScript exporter. optimum's ONNX model patcher
+    registers broadcast-only replacements; this applies the same patch and restores it after.
+    """
+    import transformers.masking_utils as mu
+
+    try:
+        from optimum.exporters.onnx import model_patcher as mp
+    except ImportError as exc:
+        raise ImportError("uehead.export needs optimum-onnx to trace transformers' attention masks. Install the "
+                          "extra with: pip install 'uehead[export]' (pin with: -c constraints.txt)") from exc
+
+    registry = mu.ALL_MASK_ATTENTION_FUNCTIONS
+    saved = {k: registry[k] for k in ("sdpa", "eager")}
+    saved_packed = mu.find_packed_sequence_indices
+    registry.register("sdpa", mp.sdpa_mask_without_vmap)
+    registry.register("eager", mp.eager_mask_without_vmap)
+    mu.find_packed_sequence_indices = mp.find_packed_sequence_indices_patched
+    try:
+        yield
+    finally:
+        for k, fn in saved.items():
+            registry.register(k, fn)
+        mu.find_packed_sequence_indices = saved_packed
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int):
+    with warnings.catch_warnings(), torch.no_grad(), traceable_masks():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python bools in HF code
+        torch.onnx.export(module, args, str(path), input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def _set_output_shape(path: Path, name: str, dims: tuple) -> None:
+    """Write a known output shape into the graph (the tracer leaves the gathered LLaMA z's width symbolic)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    out = next(o for o in model.graph.output if o.name == name)
+    shape = out.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        else:
+            dim.dim_param = d
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_backbone(model: nn.Module, architecture: str, input_names: tuple[str, ...], path: str | Path,
+                    *, opset: int = 17) -> GraphInfo:
+    """Write backbone.onnx: ``input_names`` (int64 [batch, sequence]) -> ``features``."""
+    path = Path(path)
+    wrapper = BackboneFeatures(model, architecture, input_names).eval()
+    ids = torch.full((2, 5), 5, dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
+    example = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    args = tuple(example[n] for n in input_names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    axes[FEATURES] = {0: "batch"}
+    _export(wrapper, args, path, input_names, (FEATURES,), axes, opset)
+    _set_output_shape(path, FEATURES, ("batch", int(model.config.hidden_size)))
+    return GraphInfo(path, tuple(input_names), (FEATURES,), sum(p.numel() for p in wrapper.parameters()))
+
+
+def export_head(task: nn.Module, heads: dict[str, nn.Module], in_features: int, path: str | Path,
+                *, opset: int = 17) -> GraphInfo:
+    """Write head.onnx: ``features`` -> ``task_logits`` + ``<kind>_logits`` per head (in ``heads`` order)."""
+    path = Path(path)
+    wrapper = HeadLogits(task, heads).eval()
+    outputs = (TASK_LOGITS, *(head_output_name(k) for k in heads))
+    axes = {FEATURES: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    _export(wrapper, (torch.zeros(2, in_features),), path, (FEATURES,), outputs, axes, opset)
+    return GraphInfo(path, (FEATURES,), outputs, sum(p.numel() for p in wrapper.parameters()))

@@ -1,0 +1,21 @@
+"""Per-stage and end-to-end CPU benchmark: uehead fp32/int8 bundles vs PyTorch eager and optimum.
+
+    python benchmarks/bench_e2e.py --fp32 B32 --int8 B8 --checkpoint CKPT [--repeats 7]
+
+One run, same texts (Rotten Tomatoes sentences: short, ~64 and ~128 tokens), batch sizes
+1, 8, 32, 128, engines interleaved per repeat, medians. Also measures the fp32 matmul peak on
+the same threads, so each backbone's GFLOP/s is reported as a % of it. Prints tables and writes
+benchmarks/results/e2e.json.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _args import bundles, common, parser
+
+from uehead.bench import run_bench
+
+if __name__ == "__main__":
+    a = parser(__doc__, "e2e.json").parse_args()
+    run_bench(bundles(a), a.out, parts=("peak", "stages", "e2e"), **common(a))

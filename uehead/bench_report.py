@@ -1,0 +1,174 @@
+"""Tables and target checks for ``uehead bench`` documents (torch-free, stdlib + the bench helpers)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["format_table", "print_report", "speedups", "summarise", "write_json"]
+
+BASELINE = "pytorch-fp32"
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[str], title: str = "") -> str:
+    """A fixed-width text table of ``rows`` (dicts) over ``columns``; floats get 3 significant digits+."""
+    def cell(v):
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "nan"
+            return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+        return "-" if v is None else str(v)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[k]) for b in body)) if body else len(c) for k, c in enumerate(columns)]
+    lines = [title] if title else []
+    lines.append("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, doc: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _row(doc: dict, engine: str, length: str, b: int) -> dict | None:
+    for r in doc.get("e2e", []):
+        if r["engine"] == engine and r["length"] == length and r["batch_size"] == b:
+            return r
+    return None
+
+
+def speedups(doc: dict[str, Any], baseline: str = BASELINE) -> None:
+    """Add ``x_vs_<baseline>`` (baseline time / engine time, same length and batch) to every e2e row,
+    and to a bundle's rows its stage split (tokenise; backbone + head + kernels) and GFLOP/s."""
+    stages = {(r["bundle"], r["length"], r["batch_size"]): r for r in doc.get("stages", [])}
+    for r in doc.get("e2e", []):
+        st = stages.get((r["engine"], r["length"], r["batch_size"]))
+        if st is not None:
+            r.setdefault("tokenize_ms_per_batch", st["tokenize_us"] / 1e3)
+            r.setdefault("forward_ms_per_batch", (st["backbone_us"] + st["head_us"] + st["kernels_us"]) / 1e3)
+            for k in ("seq_len_mean", "backbone_gflops", "pct_of_peak"):
+                if k in st:
+                    r.setdefault(k, st[k])
+        base = _row(doc, baseline, r["length"], r["batch_size"])
+        if base is not None:
+            r[f"x_vs_{baseline}"] = base["total_s"] / r["total_s"]
+
+
+def _check(name: str, target: str, measured: dict[str, float], ok: bool) -> dict[str, Any]:
+    return {"name": name, "target": target, "measured": measured, "met": bool(ok)}
+
+
+def summarise(doc: dict[str, Any], targets: dict[str, float]) -> dict[str, Any]:
+    """Target checks of issue 6 from what the document holds (a check is absent when its data is)."""
+    speedups(doc)
+    lengths = doc["settings"]["lengths"]
+    checks = []
+
+    def ratio_check(key, engine, other, label):
+        vals = {}
+        for length in lengths:
+            a, b = _row(doc, engine, length, 32), _row(doc, other, length, 32)
+            if a and b:
+                vals[length] = b["total_s"] / a["total_s"]
+        if vals:
+            checks.append(_check(label, f">= {targets[key]:g}x (every length)", vals,
+                                 min(vals.values()) >= targets[key]))
+
+    ratio_check("fp32_vs_pytorch_b32", "uehead-fp32", BASELINE, "uehead-fp32 vs pytorch-fp32, e2e batch 32")
+    ratio_check("int8_vs_pytorch_b32", "uehead-int8", BASELINE, "uehead-int8 vs pytorch-fp32, e2e batch 32")
+    for prec in ("fp32", "int8"):
+        for peer in (f"optimum-{prec}", f"optimum-pipeline-{prec}"):
+            ratio_check("vs_optimum_b32", f"uehead-{prec}", peer, f"uehead-{prec} vs {peer}, e2e batch 32")
+    for bundle in sorted({r["bundle"] for r in doc.get("stages", [])}):
+        vals = {r["length"]: r["overhead_pct"] for r in doc["stages"]
+                if r["bundle"] == bundle and r["batch_size"] == 32 and r.get("overhead_pct") is not None}
+        if vals:
+            checks.append(_check(f"{bundle} head + kernels, % of backbone, batch 32",
+                                 f"<= {targets['overhead_pct_b32']:g}% (every length)", vals,
+                                 max(vals.values()) <= targets["overhead_pct_b32"]))
+    for bundle, o in doc.get("overhead", {}).items():
+        if o.get("batch_size") == 32:
+            checks.append(_check(f"{bundle} head + kernels, % of backbone, one batch of 32 short sentences",
+                                 f"<= {targets['overhead_pct_b32']:g}%", {"median": o["overhead_pct_of_backbone"]},
+                                 o["overhead_pct_of_backbone"] <= targets["overhead_pct_b32"]))
+    cold = doc.get("coldstart", {}).get("uehead-fp32", {}).get("median")
+    if cold:
+        checks.append(_check("uehead-fp32 cold start (import + load + first prediction), s",
+                             f"<= {targets['coldstart_s']:g} s", {"median": cold["total_s"]},
+                             cold["total_s"] <= targets["coldstart_s"]))
+        checks.append(_check("uehead-fp32 cold start peak RSS, MB", f"<= {targets['coldstart_rss_mb']:g} MB",
+                             {"median": cold["peak_rss_mb"]}, cold["peak_rss_mb"] <= targets["coldstart_rss_mb"]))
+    meta = doc["meta"]
+    return {"checks": checks, "all_met": all(c["met"] for c in checks) if checks else None,
+            "loadavg_start": meta.get("loadavg_start"), "loadavg_end": meta.get("loadavg_end"),
+            "note": "timings on a shared machine are noisy: compare ratios from one run, and the load averages."}
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    m = doc["meta"]
+    print(f"uehead bench: {m['cpu']}, {m['threads']} threads, onnxruntime {m['onnxruntime']}, numba {m['numba']}; "
+          f"load average {m.get('loadavg_start')} -> {m.get('loadavg_end')}")
+    print("texts: " + ", ".join(f"{k}: {v['n']} x ~{v['mean_tokens']:.0f} tokens" for k, v in doc["texts"].items())
+          + f" ({next(iter(doc['texts'].values()))['source']})")
+    if "peak" in doc:
+        p = doc["peak"]
+        ort = p.get("onnxruntime", {}).get("gflops_best")
+        print(f"fp32 peak ({p['n']}^3 matmul): numpy {p['numpy']['gflops_best']:.1f} GFLOP/s, onnxruntime "
+              f"{'-' if ort is None else f'{ort:.1f}'} GFLOP/s -> peak {p['peak_gflops']:.1f}")
+    if doc.get("stages"):
+        print()
+        print(format_table(doc["stages"], ["bundle", "length", "batch_size", "seq_len_mean", "tokenize_us",
+                                           "backbone_us", "head_us", "kernels_us", "overhead_pct",
+                                           "backbone_gflops", "pct_of_peak"],
+                           "per batch, per stage (microseconds; overhead = head + kernels, % of backbone)"))
+    for name, o in doc.get("overhead", {}).items():
+        print(f"{name}: per-batch CPU overhead of the head (batch {o['batch_size']}, {o['sequence_length']} tokens): "
+              f"head {o['head_us']:.0f} us + kernels {o['kernels_us']:.0f} us = {o['head_plus_kernels_us']:.0f} us, "
+              f"{o['overhead_pct_of_backbone']:.3f}% of the backbone ({o['backbone_us'] / 1e3:.1f} ms); "
+              f"hot loop: head {o['hot_head_us']:.0f} us + kernels {o['hot_kernels_us']:.0f} us")
+    if doc.get("e2e"):
+        print()
+        cols = ["length", "batch_size", "engine", "ms_per_batch", "best_ms_per_batch", "texts_per_s",
+                f"x_vs_{BASELINE}", "spread_pct",
+                "tokenize_ms_per_batch", "forward_ms_per_batch", "backbone_gflops", "pct_of_peak"]
+        print(format_table(doc["e2e"], cols, "end to end (median over repeats; x = pytorch-fp32 time / engine time)"))
+        for name, info in doc.get("peers", {}).items():
+            if "skipped" in info:
+                print(f"peer {name} skipped: {info['skipped']}")
+        for name, a in doc.get("agreement", {}).items():
+            print(f"agreement {name} vs {a['vs']}: labels {100 * a['label_agreement']:.1f}%, "
+                  f"max |prob diff| {a['max_abs_prob_diff']:.2g}")
+    cold = {k: v for k, v in doc.get("coldstart", {}).items() if isinstance(v, dict) and "median" in v}
+    if cold:
+        print()
+        rows = [{"process": k, **v["median"]} for k, v in cold.items()]
+        print(format_table(rows, ["process", "import_s", "load_s", "first_predict_s", "total_s", "since_spawn_s",
+                                  "peak_rss_mb", "peak_rss_after_batch32_mb", "numba_imported", "kernels_backend"],
+                           f"cold start, fresh processes (median of {next(iter(cold.values()))['runs']}; "
+                           f"python -c pass: {doc['coldstart']['interpreter_s']:.3f} s)"))
+    s = doc.get("summary", {})
+    if s.get("checks"):
+        print()
+        for c in s["checks"]:
+            vals = ", ".join(f"{k} {v:.3g}" for k, v in c["measured"].items())
+            print(f"[{'met' if c['met'] else 'MISSED'}] {c['name']}: {vals} (target {c['target']})")

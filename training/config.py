@@ -1,0 +1,181 @@
+"""Configuration dataclasses of the training stage (constructors only store and check values).
+
+:class:`TrainConfig` is what :func:`uehead.training.train` builds from its arguments; the nested
+:class:`LoraSettings`, :class:`HeadGridConfig` and :class:`BaselineConfig` hold the paper's
+defaults (AdUE, arXiv:2505.15443, appendices C and E).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HEAD_KINDS = ("adue", "alien")
+BASELINE_KINDS = ("md", "rmd", "rde")
+ABLATIONS = ("adue_bce", "adue_bce_l2sp", "adue_bce_reg", "adue_rand_cls", "adue_rand_linear")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA fine-tuning of the backbone (paper appendix E).
+
+    Attributes:
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (scale = alpha / r).
+        dropout: dropout on the LoRA branch during training.
+        lr: AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        warmup_ratio: fraction of optimiser steps with linear warm-up; the rest decays linearly to 0.
+        max_grad_norm: gradient-norm clip per step (the Hugging Face Trainer default); None disables it.
+        group_by_length: batch rows of similar token length (shuffled mega-batches of 50 batches,
+            sorted inside), which cuts padding on long-text datasets without changing what is trained on.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.1
+    max_grad_norm: float | None = 1.0
+    group_by_length: bool = True
+
+
+@dataclass(frozen=True)
+class HeadGridConfig:
+    """Uncertainty-head training and the hyperparameter grid (paper appendix C).
+
+    Every (lr, alpha, beta) combination is trained at once on the cached features as one stacked
+    tensor (Adam is element-wise, so this equals separate runs); the learning rate is constant,
+    so the snapshot after ``e`` epochs of a ``max(epochs)``-epoch run *is* the ``e``-epoch run.
+
+    Attributes:
+        lrs: Adam learning rates of the grid.
+        epochs: epoch counts of the grid (snapshots of one run).
+        alphas: weights of the regulariser mean (U - U_base)^2 (U_base = U_SR for AdUE,
+            normalised entropy for ALIEN).
+        betas: weights of the L2-SP term ||theta - theta_init||^2.
+        lam: SmoothMax temperature lambda of AdUE.
+        batch_size: mini-batch size of head training.
+        select_fraction: share of the validation split held out to select the grid point by ROC-AUC
+            (stratified by the model's error label); the rest fits the heads.
+        eps: U is clamped to [eps, 1 - eps] inside the BCE term.
+    """
+
+    lrs: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
+    epochs: tuple[int, ...] = (5, 10, 20)
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
+    betas: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)
+    lam: float = 100.0
+    batch_size: int = 64
+    select_fraction: float = 0.5
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        if not (self.lrs and self.epochs and self.alphas and self.betas):
+            raise ValueError("HeadGridConfig: lrs, epochs, alphas and betas must all be non-empty")
+        if any(e < 1 for e in self.epochs):
+            raise ValueError(f"HeadGridConfig.epochs must be >= 1, got {self.epochs}")
+        if not 0.0 < self.select_fraction < 1.0:
+            raise ValueError(f"HeadGridConfig.select_fraction must be in (0, 1), got {self.select_fraction}")
+        if not self.lam > 0:
+            raise ValueError(f"HeadGridConfig.lam must be > 0, got {self.lam}")
+        if not 0.0 < self.eps < 0.5:
+            raise ValueError(f"HeadGridConfig.eps must be in (0, 0.5), got {self.eps}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Distance baselines (MD, RMD, RDE), fitted on the LoRA training rows' features.
+
+    Attributes:
+        md_max_rows: cap on training rows used for MD/RMD statistics (stratified, seeded); None = all.
+        rde_max_rows: cap on training rows used to fit RDE. Kernel PCA costs O(n^2) memory and
+            O(n^2 k) time, and one MinCovDet runs per class, so the cap keeps RDE in seconds.
+        rde_components: kernel-PCA components (further capped at half the smallest class count
+            of the fitted rows so every per-class MinCovDet has more rows than dimensions).
+            20, not the 100 some implementations use: MinCovDet's cost grows steeply with the
+            dimension (measured on the 2-core dev machine, one class of 500 rows: 0.2 s at 20
+            components, 4 s at 50, 20-40 s at 100), and it runs once per class and per +-L2.
+    """
+
+    md_max_rows: int | None = None
+    rde_max_rows: int = 2000
+    rde_components: int = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs. Built by :func:`uehead.training.train`.
+
+    Attributes:
+        model: ``minilm`` | ``smollm2`` | path to a local Hugging Face model folder (or a .gguf file).
+        data: ``rotten_tomatoes`` | path to a dataset folder (see :mod:`uehead.datasets`).
+        out: checkpoint folder to write (replaced if it already holds a checkpoint).
+        heads: uncertainty heads to train, a subset of ``("adue", "alien")``.
+        max_train: cap on LoRA training rows (a stratified, fixed subsample); None = all.
+        epochs: LoRA fine-tuning epochs.
+        max_length: token truncation length.
+        seed: seeds LoRA init, the classifier init, data order, the fit/select cut and baselines.
+        device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda``.
+        batch_size: LoRA training batch size.
+        ablations: also train the AdUE ablations (scores only: ``adue_bce``, ``adue_bce_l2sp``,
+            ``adue_bce_reg``, ``adue_rand_cls``, ``adue_rand_linear``).
+        baselines: distance baselines to fit, a subset of ``("md", "rmd", "rde")``; each also runs
+            on L2-normalised features (``*_l2``).
+        progress: show tqdm progress bars and a summary on stderr.
+        feature_batch_size: batch size of (no-grad, length-sorted) feature extraction.
+        merge_atol: merged-vs-adapter logits may differ by at most ``merge_atol * max(1, max|logit|)``.
+        lora, grid, baseline: nested settings (see their classes).
+    """
+
+    model: str
+    data: str
+    out: Path
+    heads: tuple[str, ...] = HEAD_KINDS
+    max_train: int | None = None
+    epochs: int = 3
+    max_length: int = 128
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 64
+    ablations: bool = False
+    baselines: tuple[str, ...] = BASELINE_KINDS
+    progress: bool = True
+    feature_batch_size: int = 128
+    merge_atol: float = 1e-3
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    grid: HeadGridConfig = field(default_factory=HeadGridConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        heads = _as_tuple(self.heads)
+        bad = [h for h in heads if h not in HEAD_KINDS]
+        if bad:
+            raise ValueError(f"heads={bad}: unknown head kind; choose from {', '.join(HEAD_KINDS)} "
+                             "(e.g. --heads adue,alien)")
+        object.__setattr__(self, "heads", tuple(dict.fromkeys(heads)))
+        baselines = _as_tuple(self.baselines)
+        bad = [b for b in baselines if b not in BASELINE_KINDS]
+        if bad:
+            raise ValueError(f"baselines={bad}: unknown baseline; choose from {', '.join(BASELINE_KINDS)}")
+        object.__setattr__(self, "baselines", tuple(dict.fromkeys(baselines)))
+        if self.device not in DEVICES:
+            raise ValueError(f"device={self.device!r}: choose from {', '.join(DEVICES)}")
+        for name in ("epochs", "max_length", "batch_size", "feature_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 1")
+        if self.max_train is not None and self.max_train < 2:
+            raise ValueError(f"max_train={self.max_train!r}: must be >= 2 (or None for the whole train split)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+def _as_tuple(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(str(v) for v in value)

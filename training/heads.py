@@ -1,0 +1,146 @@
+"""Uncertainty heads: parameters, forward passes (stacked torch and numpy), scores, variants.
+
+A head is a copy of the task classifier (so the task prediction never changes) whose softmax is
+turned into an uncertainty score, **higher = more uncertain**:
+
+* AdUE (paper): U = 1 - SmoothMax_lam(softmax(h(z))), initialised from the classifier, so before
+  training U equals 1 - SmoothMax of the model's probabilities (~ U_SR).
+* ALIEN (this project's reading of the ALIEN abstract, arXiv:2505.15443 v2, whose method text is
+  not public): the same copied head, U = H(softmax(h(z))) / log C, which at initialisation *is*
+  the model's normalised entropy; trained with BCE + alpha * mean(U - U_H/log C)^2 + beta * L2-SP.
+
+Parameter dicts use the classifier module's own ``state_dict`` keys: ``linear`` -> ``weight``
+[C, H] (+ ``bias`` [C]); ``dense_tanh_linear`` (RoBERTa) -> ``dense.weight`` [H, H], ``dense.bias``,
+``out_proj.weight`` [C, H], ``out_proj.bias``; ``sigmoid_linear`` (ablation only) -> ``weight``
+[1, H], ``bias`` [1].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from uehead.runtime import reference
+
+MODULES = ("linear", "dense_tanh_linear", "sigmoid_linear")
+
+
+@dataclass(frozen=True)
+class HeadVariant:
+    """One trainable head family and its part of the grid.
+
+    Attributes:
+        name: score name in the checkpoint (``adue``, ``alien``, ``adue_bce``, ...).
+        score: ``adue`` | ``alien`` | ``sigmoid`` (how the head's output becomes U).
+        init: ``classifier`` (copy of the task head) | ``random`` (PyTorch default Linear init).
+        module: ``linear`` | ``dense_tanh_linear`` | ``sigmoid_linear``.
+        alphas / betas: grid values of the alignment and L2-SP weights (``(0.0,)`` disables a term).
+        target: ``sr`` (U_SR) or ``nent`` (U_H / log C), the alignment target.
+    """
+
+    name: str
+    score: str
+    init: str
+    module: str
+    alphas: tuple[float, ...]
+    betas: tuple[float, ...]
+    target: str
+
+
+def classifier_params(classifier: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The classifier's own state_dict as float64 numpy arrays (keys unchanged)."""
+    return {k: v.detach().cpu().double().numpy().copy() for k, v in classifier.state_dict().items()}
+
+
+def module_of(params: dict[str, np.ndarray]) -> str:
+    if "dense.weight" in params:
+        return "dense_tanh_linear"
+    return "sigmoid_linear" if params["weight"].shape[0] == 1 else "linear"
+
+
+def random_params(module: str, in_features: int, num_classes: int, bias: bool, seed: int) -> dict[str, np.ndarray]:
+    """PyTorch's default ``nn.Linear`` init (uniform +-1/sqrt(fan_in) for weight and bias), seeded."""
+    rng = np.random.RandomState(seed)
+
+    def linear(prefix: str, fan_in: int, fan_out: int, with_bias: bool) -> dict[str, np.ndarray]:
+        bound = 1.0 / math.sqrt(fan_in)
+        out = {prefix + "weight": rng.uniform(-bound, bound, (fan_out, fan_in))}
+        if with_bias:
+            out[prefix + "bias"] = rng.uniform(-bound, bound, (fan_out,))
+        return out
+
+    if module == "linear":
+        return linear("", in_features, num_classes, bias)
+    if module == "dense_tanh_linear":
+        return {**linear("dense.", in_features, in_features, True), **linear("out_proj.", in_features, num_classes, True)}
+    if module == "sigmoid_linear":
+        return linear("", in_features, 1, True)
+    raise ValueError(f"unknown head module {module!r}; choose from {MODULES}")
+
+
+def forward_numpy(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """Head outputs [N, C] (or [N, 1]) in float64 from one parameter dict."""
+    z = np.asarray(z, dtype=np.float64)
+    if "dense.weight" in params:
+        h = np.tanh(z @ params["dense.weight"].T.astype(np.float64) + params["dense.bias"])
+        return h @ params["out_proj.weight"].T.astype(np.float64) + params["out_proj.bias"]
+    out = z @ params["weight"].T.astype(np.float64)
+    return out + params["bias"] if "bias" in params else out
+
+
+def forward_stacked(params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """Outputs [K, N, C] of K stacked heads (every tensor has a leading K axis) on shared z [N, H]."""
+    if "dense.weight" in params:
+        h = torch.tanh(torch.einsum("nh,kgh->kng", z, params["dense.weight"]) + params["dense.bias"][:, None, :])
+        return torch.einsum("kng,kcg->knc", h, params["out_proj.weight"]) + params["out_proj.bias"][:, None, :]
+    out = torch.einsum("nh,kch->knc", z, params["weight"])
+    return out + params["bias"][:, None, :] if "bias" in params else out
+
+
+def score_numpy(score: str, outputs: np.ndarray, lam: float = 100.0) -> np.ndarray:
+    """U from head outputs through the shared numpy reference (higher = more uncertain)."""
+    if score == "adue":
+        return reference.adue_uncertainty(outputs, lam)
+    if score == "alien":
+        return reference.alien_uncertainty(outputs)
+    if score == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)[:, 0]))
+    raise ValueError(f"unknown head score {score!r}")
+
+
+def score_torch(score: str, outputs: torch.Tensor, lam: float) -> torch.Tensor:
+    """Differentiable U from stacked head outputs [K, N, C] -> [K, N]."""
+    from uehead.training import losses
+
+    if score == "adue":
+        return losses.adue_uncertainty(outputs, lam)
+    if score == "alien":
+        return losses.alien_uncertainty(outputs)
+    if score == "sigmoid":
+        return losses.sigmoid_uncertainty(outputs)
+    raise ValueError(f"unknown head score {score!r}")
+
+
+def variants(heads: tuple[str, ...], ablations: bool, module: str, alphas: tuple[float, ...],
+             betas: tuple[float, ...]) -> list[HeadVariant]:
+    """The head families to train: the requested heads, plus the AdUE ablations (paper Tables 2-4).
+
+    Ablations (scores only, not saved as heads): ``adue_bce`` (alpha = beta = 0), ``adue_bce_l2sp``
+    (alpha = 0), ``adue_bce_reg`` (beta = 0), ``adue_rand_cls`` (full loss, randomly initialised copy
+    of the classifier architecture, L2-SP anchored at that random init), ``adue_rand_linear`` (full
+    loss, a random single ``Linear(H, 1)`` whose sigmoid is U; the project's reading of the paper's
+    "random linear", which differs from "rand cls" even when the classifier is one linear layer).
+    """
+    out = []
+    if "adue" in heads:
+        out.append(HeadVariant("adue", "adue", "classifier", module, alphas, betas, "sr"))
+    if "alien" in heads:
+        out.append(HeadVariant("alien", "alien", "classifier", module, alphas, betas, "nent"))
+    if ablations:
+        out += [HeadVariant("adue_bce", "adue", "classifier", module, (0.0,), (0.0,), "sr"),
+                HeadVariant("adue_bce_l2sp", "adue", "classifier", module, (0.0,), betas, "sr"),
+                HeadVariant("adue_bce_reg", "adue", "classifier", module, alphas, (0.0,), "sr"),
+                HeadVariant("adue_rand_cls", "adue", "random", module, alphas, betas, "sr"),
+                HeadVariant("adue_rand_linear", "sigmoid", "random", "sigmoid_linear", alphas, betas, "sr")]
+    return out

@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from uehead.bundle import (BackboneSpec, FileSpec, HeadSpec, Manifest, TokenizerSpec, UncertaintyHeadSpec,
-                           write_manifest)
 from uehead.export.checkpoint import HEAD_ORDER, Checkpoint
 from uehead.export.errors import CheckpointError
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
+
+from uehead._extras import installed_versions
+from uehead.bundle import (
+    BackboneSpec,
+    FileSpec,
+    HeadSpec,
+    Manifest,
+    TokenizerSpec,
+    UncertaintyHeadSpec,
+    write_manifest,
+)
 
 TOKENIZER_FILE = "tokenizer.json"
 BACKBONE_FILE = "backbone.onnx"
@@ -31,13 +38,7 @@ _VERSIONED = ("uehead", "torch", "transformers", "onnx", "onnxruntime", "optimum
 
 def writer_versions() -> dict[str, str]:
     """Installed versions of uehead and the stack that wrote the bundle (missing ones omitted)."""
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(_VERSIONED)
 
 
 def choose_default_head(available: Sequence[str], requested: str | None) -> str:

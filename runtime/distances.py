@@ -22,7 +22,7 @@ import numpy as np
 
 from uehead.bundle import BundleError, IncompatibleBundleError
 
-__all__ = ["Baselines", "load_baselines", "mahalanobis", "relative_mahalanobis", "l2_normalize"]
+__all__ = ["Baselines", "load_baselines", "mahalanobis", "l2_normalize"]
 
 _KEYS = ("class_means", "precision", "global_mean", "global_precision")
 

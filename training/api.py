@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,25 @@ import torch
 from uehead.runtime import reference
 from uehead.training import backbones, checkpoint
 from uehead.training.baselines import fit_baselines
-from uehead.training.config import BaselineConfig, HeadGridConfig, LoraSettings, TrainConfig
+from uehead.training.config import (
+    BaselineConfig,
+    HeadGridConfig,
+    LoraSettings,
+    TrainConfig,
+)
 from uehead.training.data import collate, encode, stratified_subsample
 from uehead.training.features import check_pooling, extract
 from uehead.training.fit import fit_heads, roc_auc_rows
-from uehead.training.heads import classifier_params, forward_numpy, score_numpy, variants
+from uehead.training.heads import (
+    classifier_params,
+    forward_numpy,
+    score_numpy,
+    variants,
+)
 from uehead.training.lora import finetune, merge_checked, resolve_device
 
 from uehead import __version__
+from uehead._extras import installed_versions
 from uehead.datasets import load_dataset
 
 _VERSIONED = ("torch", "transformers", "peft", "safetensors", "tokenizers", "scikit-learn", "numpy", "scipy", "gguf")
@@ -198,13 +208,7 @@ def run(cfg: TrainConfig) -> Path:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return {"python": sys.version.split()[0], **installed_versions(_VERSIONED)}
 
 
 def _summary(out: Path, record: dict) -> None:

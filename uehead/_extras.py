@@ -19,3 +19,17 @@ def require_extra(subpackage: str, extra: str, modules: list[str]) -> None:
                 f"Install the extra with: pip install 'uehead[{extra}]' "
                 f"(pin the tested stack with: -c constraints.txt)"
             ) from exc
+
+
+def installed_versions(names) -> dict[str, str]:
+    """``{distribution: version}`` for each installed distribution in ``names`` (missing ones omitted).
+    Recorded by every artifact uehead writes (checkpoints, bundles, evaluation JSON)."""
+    from importlib import metadata  # noqa: PLC0415
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

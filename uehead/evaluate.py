@@ -7,7 +7,6 @@ uncertain**), prints a table, and writes JSON plus PNG plots next to it.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from uehead import __version__, metrics
+from uehead._extras import installed_versions
 from uehead.datasets import SPLITS, DataError, Dataset, Split, load_dataset
 
 __all__ = ["evaluate_bundle", "evaluate_predictions", "collect_scores", "plot_paths"]
@@ -102,12 +102,8 @@ def _load_model(bundle: str | os.PathLike):
 
 
 def _versions(model: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"uehead": __version__, "python": platform.python_version()}
-    for dist in _VERSIONED:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    out: dict[str, Any] = {"uehead": __version__, "python": platform.python_version(),
+                           **installed_versions(_VERSIONED)}
     manifest = getattr(model, "manifest", None)
     writer = getattr(manifest, "writer", None)
     if writer:

@@ -26,7 +26,7 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_ints, default=(1, 8, 32, 128))
     p.add_argument("--lengths", type=_strs, default=("short", "t64", "t128"))
     p.add_argument("--min-texts", type=int, default=32, help="texts per cell: max(batch size, this)")
-    p.add_argument("--peers", type=_strs, default=None, help="subset of uehead.bench_peers.PEERS")
+    p.add_argument("--peers", type=_strs, default=None, help="subset of uehead.export.peers.PEERS")
     p.add_argument("--out", type=Path, default=RESULTS / default_out)
     return p
 

@@ -12,7 +12,7 @@ short and joined to ~64 and ~128 tokens) at batch sizes 1, 8, 32, 128:
 * ``coldstart``: import + load + first prediction in fresh processes, and peak RSS;
 * ``peak``: the CPU's fp32 matmul peak on the same threads (numpy and ONNX Runtime).
 
-This module imports no torch: the peers live in :mod:`uehead.bench_peers` (imported only when
+This module imports no torch: the peers live in :mod:`uehead.export.peers` (imported only when
 they run) and the fresh-process measurements in :mod:`uehead.bench_proc`.
 """
 from __future__ import annotations
@@ -319,7 +319,7 @@ def run_bench(bundle: str | os.PathLike | Sequence[str | os.PathLike], json_out:
 
     ``bundle`` is one bundle folder or several (e.g. the fp32 and the int8 bundle of one model:
     they are measured side by side). ``checkpoint`` (CKPT or CKPT/model) enables the peers when
-    torch is importable: ``peers`` picks among :data:`uehead.bench_peers.PEERS` (default all that
+    torch is importable: ``peers`` picks among :data:`uehead.export.peers.PEERS` (default all that
     can run). ``parts`` picks the sections. A cell at batch size b runs the first
     ``max(b, min_texts)`` texts of a length, the same texts for every engine. Every figure is
     measured here; nothing is filled in.
@@ -369,7 +369,7 @@ def run_bench(bundle: str | os.PathLike | Sequence[str | os.PathLike], json_out:
         engines: dict[str, Callable] = {name: _runtime_engine(m) for name, m in models.items()}
         peer_objs, doc["peers"] = {}, {}
         if checkpoint is not None:
-            from uehead.bench_peers import make_peers
+            from uehead.export.peers import make_peers
 
             peer_objs, doc["peers"] = make_peers(checkpoint, threads=threads, max_length=first.tokenizer.max_length,
                                                  only=peers, say=_say)

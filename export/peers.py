@@ -24,6 +24,33 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+#: Child: the same with torch + transformers (the user's default stack).
+TORCH_CHILD = """
+import time
+t0 = time.perf_counter()
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+t1 = time.perf_counter()
+torch.set_num_threads(int(sys.argv[2]))
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
+t2 = time.perf_counter()
+kw = dict(padding=True, truncation=True, max_length=int(sys.argv[4]), return_tensors="pt")
+with torch.inference_mode():
+    model(**tok(["a first prediction"], **kw)).logits.softmax(-1).numpy()
+t3 = time.perf_counter()
+since_spawn = time.time() - float(sys.argv[5])
+rss1 = _hwm_mb()
+texts = json.load(open(sys.argv[3], encoding="utf-8"))
+with torch.inference_mode():
+    model(**tok(texts, **kw)).logits.softmax(-1).numpy()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2, "total_s": t3 - t0,
+                  "since_spawn_s": since_spawn,
+                  "peak_rss_mb": rss1, "peak_rss_after_batch32_mb": _hwm_mb(), "torch_imported": True}))
+"""
+
+
 import numpy as np
 
 __all__ = ["PEERS", "Peer", "make_peers"]

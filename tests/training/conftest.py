@@ -7,11 +7,6 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from tiny_models import make_tiny_dataset, make_tiny_model_dir
-from uehead.training import BaselineConfig, HeadGridConfig
-
-# A small grid and RDE cap keep end-to-end runs to seconds; the full paper grid is the default.
-SMALL_GRID = HeadGridConfig(lrs=(1e-3, 1e-5), epochs=(2, 4), alphas=(0.0, 1.0), betas=(0.01, 1.0))
-SMALL_BASELINE = BaselineConfig(rde_max_rows=120, rde_components=8)
 
 
 @pytest.fixture(scope="session")

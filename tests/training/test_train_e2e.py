@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SMALL_BASELINE, SMALL_GRID
+from training_settings import SMALL_BASELINE, SMALL_GRID
 from uehead.runtime import reference
 from uehead.training import api, checkpoint, train
 from uehead.training.baselines import MahalanobisBaseline

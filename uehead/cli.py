@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DataError, FileNotFoundError, ImportError) as exc:
+    except (BundleError, DataError, FileNotFoundError, FileExistsError, ImportError, ValueError) as exc:
         print(f"uehead {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -197,3 +197,13 @@ def test_cli_train_end_to_end(bert_dir, tiny_data, tmp_path, capsys):
     assert main(["train", "--model", str(bert_dir), "--data", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "not a dataset folder" in capsys.readouterr().err
+
+
+def test_cli_train_bad_option_exits_2_with_a_message(tmp_path, capsys):
+    from uehead.cli import main
+
+    rc = main(["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+               "--heads", "bogus"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uehead train: error:") and "bogus" in err

@@ -15,7 +15,6 @@ folder (built/primed first, not timed) unless ``--cache-dir`` is given.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from uehead.bench_report import write_json
 
 KERNELS = ("_part_t0 = _t.perf_counter(); from uehead.runtime import kernels; kernels.warmup(); "
            "x = numpy.random.default_rng(0).normal(size=(32, 2)).astype(numpy.float32); "
@@ -106,9 +107,7 @@ def main(argv=None) -> int:
            "python": sys.version.split()[0], "machine": platform.machine(), "cpu_count": os.cpu_count(),
            "scenarios": {k: {kk: (round(vv, 2) if isinstance(vv, float) else vv) for kk, vv in v.items()}
                          for k, v in rows.items()}}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_json(args.json, out)}")
     return 0
 
 

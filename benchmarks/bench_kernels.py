@@ -15,7 +15,6 @@ the implementations (fair under a noisy, shared CPU); medians are reported in mi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from uehead.bench_report import write_json
 
 LAM = 100.0
 SHAPES = [(32, 2), (32, 20), (4096, 2), (4096, 20)]
@@ -103,7 +104,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import onnxruntime
-
     from uehead.runtime import kernels, reference
 
     backends = {}
@@ -184,9 +184,7 @@ def main(argv=None) -> int:
            "numba_backends": {m: {"reason": b.reason, "path": b.path} for m, b in backends.items()},
            "python": sys.version.split()[0], "machine": platform.machine(), "cpu_count": os.cpu_count(),
            "all_cells_numba_not_slower": all(r["numba_not_slower"] for r in results), "cells": results}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_json(args.json, out)}")
     return 0
 
 

@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from uehead.bench_report import overhead_sentence
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -75,10 +77,7 @@ def e2e_tables(doc: dict) -> str:
         parts.append("**Peers' forward pass** (model call only, tokeniser excluded)\n\n"
                      + table(body, ["engine", "length", "batch", "ms/batch", "GFLOP/s", "% of peak"], left=2))
     for name, o in doc.get("overhead", {}).items():
-        parts.append(f"`{name}` head overhead, one batch of {o['batch_size']} short sentences: head graph "
-                     f"{o['head_us']:.0f} us + kernels {o['kernels_us']:.0f} us = {o['head_plus_kernels_us']:.0f} us "
-                     f"= {o['overhead_pct_of_backbone']:.3f}% of the backbone ({o['backbone_us'] / 1e3:.1f} ms); "
-                     f"in a hot loop (caches warm): head {o['hot_head_us']:.0f} us + kernels {o['hot_kernels_us']:.0f} us.")
+        parts.append(overhead_sentence(f"`{name}`", o) + ".")
     return "\n\n".join(parts)
 
 

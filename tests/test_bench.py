@@ -54,11 +54,17 @@ def test_bench_texts_same_count_per_length_and_longer_when_joined(model):
 
 
 def test_head_overhead_is_complete_and_torch_free(model):
-    out = bench.head_overhead(model, ["a great film", "bad", "the plot"] * 20, batch_size=32, repeats=3)
-    assert out["batch_size"] == 32 and out["repeats"] == 3
-    for k in ("tokenize_us", "backbone_us", "head_us", "kernels_us", "head_plus_kernels_us", "hot_head_us",
-              "hot_kernels_us", "overhead_pct_of_backbone"):
+    out = bench.head_overhead(model, ["a great film", "bad", "the plot"] * 30, batch_size=32, repeats=3,
+                              one_batch_repeats=2)
+    assert out["batch_size"] == 32 and out["repeats"] == 3 and out["one_batch"]["repeats"] == 2
+    assert out["n_texts"] == 90 and out["n_batches"] == 3 and out["head_calls"] == 1
+    keys = ("tokenize_us", "backbone_us", "head_us", "kernels_us", "head_plus_kernels_us", "overhead_pct_of_backbone")
+    for k in keys + ("hot_head_us", "hot_kernels_us"):
         assert _finite_nonneg(out[k]), (k, out[k])
+    for k in keys:
+        assert _finite_nonneg(out["one_batch"][k]), (k, out["one_batch"][k])
+    assert out["overhead_pct_of_backbone"] == pytest.approx(
+        100 * out["head_plus_kernels_us"] / out["backbone_us"], rel=1e-9)
     with pytest.raises(ValueError):
         bench.head_overhead(model, [], batch_size=32)
 
@@ -68,6 +74,7 @@ def test_stage_times_cover_every_text_in_predict_batches(model):
     st = bench.stage_times(model, texts, batch_size=4, repeats=2)
     assert st["n_batches"] == 3 and sum(b for b, _ in st["shapes"]) == 10
     assert [s for _, s in st["shapes"]] == sorted(s for _, s in st["shapes"])  # length-sorted like predict
+    assert st["head_calls"] == 1  # 10 rows: one head block
 
 
 def test_bert_flops_matches_hand_count():

@@ -9,6 +9,7 @@ import pytest
 from tiny_bundle import ADUE_LAMBDA, make_tiny_bundle, reference_outputs, tiny_bundle_weights
 from tiny_models import NEGATIVE, NEUTRAL, POSITIVE, make_tokenizer
 from uehead import runtime
+from uehead.runtime import model as model_module
 from uehead.runtime.model import Predictions
 
 TEXTS = ["a great film", "bad", "", "the plot was not quite good and the actor was very dull but fun",
@@ -220,8 +221,23 @@ def test_predict_stages_times_one_batch(tiny_model):
     stages = tiny_model.predict_stages(TEXTS, distances=True)
     for key in ("tokenize", "backbone", "head", "kernels"):
         assert isinstance(stages[key], float) and stages[key] >= 0.0
-    assert stages["batch_size"] == len(TEXTS)
+    assert stages["batch_size"] == len(TEXTS) and stages["n_batches"] == 1 and stages["head_calls"] == 1
+    assert stages["shapes"] == [(len(TEXTS), 16)]
     assert stages["sequence_length"] == 16  # the longest text is truncated to max_length
     with pytest.raises(ValueError, match="at least one text"):
         tiny_model.predict_stages([])
 
+
+@pytest.mark.parametrize("block_rows, batch_size, head_calls", [(4, 3, 4), (4, 2, 3), (8, 4, 2), (1024, 3, 1), (1, 5, 2)])
+def test_head_runs_once_per_block_of_whole_batches(tiny_model, monkeypatch, block_rows, batch_size, head_calls):
+    texts = _mixed_texts(10, seed=3)
+    expected = Predictions.concat([tiny_model.predict(t) for t in texts])
+    monkeypatch.setattr(model_module, "HEAD_BLOCK_ROWS", block_rows)
+    stages = tiny_model.predict_stages(texts, batch_size=batch_size, distances=True)
+    assert stages["head_calls"] == head_calls  # block = batch_size * max(1, block_rows // batch_size)
+    assert stages["n_batches"] == -(-10 // batch_size) and sum(r for r, _ in stages["shapes"]) == 10
+    assert [w for _, w in stages["shapes"]] == sorted(w for _, w in stages["shapes"])  # length-sorted batches
+    assert_same(tiny_model.predict(texts, batch_size=batch_size), expected)
+    with_z = tiny_model.predict(texts, batch_size=batch_size, distances=True)
+    np.testing.assert_allclose(with_z.scores["md"], Predictions.concat(
+        [tiny_model.predict(t, distances=True) for t in texts]).scores["md"], rtol=1e-5)

@@ -6,7 +6,8 @@
   first-token hidden state, LLaMA-family = hidden state of the last non-pad token (right padding,
   found from ``attention_mask``). Batch and sequence axes are dynamic.
 * ``head.onnx``: ``features`` -> ``task_logits`` (the merged model's own classifier, so predictions
-  never change) plus ``<kind>_logits`` for each trained uncertainty head.
+  never change) plus ``<kind>_logits`` for each trained uncertainty head; when all of them are
+  linear layers, one Gemm on the concatenated weights followed by a Split.
 """
 from __future__ import annotations
 
@@ -81,6 +82,35 @@ class HeadLogits(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.task(features), *(h(features) for h in self.heads))
+
+
+class FusedLinearHeads(nn.Module):
+    """Several ``nn.Linear`` on the same z as ONE matmul: z @ [W_1; ...; W_k]^T + [b_1; ...; b_k], then
+    split by columns. Same outputs as the separate layers (each column is the same dot product),
+    one Gemm reading z once instead of k (the head graph runs on blocks of up to 1,024 rows)."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        super().__init__()
+        self.sizes = [int(lin.out_features) for lin in linears]
+        self.weight = nn.Parameter(torch.cat([lin.weight.detach() for lin in linears], 0), requires_grad=False)
+        if all(lin.bias is None for lin in linears):  # LLaMA's score layer: no bias anywhere
+            self.bias = None
+        else:  # a layer without bias adds zeros
+            self.bias = nn.Parameter(torch.cat([lin.bias.detach() if lin.bias is not None
+                                                else torch.zeros(lin.out_features) for lin in linears]),
+                                     requires_grad=False)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.nn.functional.linear(features, self.weight, self.bias).split(self.sizes, dim=1))
+
+
+def head_graph_module(task: nn.Module, heads: dict[str, nn.Module]) -> nn.Module:
+    """What head.onnx is exported from: :class:`FusedLinearHeads` when the task classifier and every
+    head are plain ``nn.Linear`` layers (BERT-family and LLaMA classifiers), else :class:`HeadLogits`."""
+    modules = [task, *heads.values()]
+    if all(type(mod) is nn.Linear for mod in modules):
+        return FusedLinearHeads(modules).eval()
+    return HeadLogits(task, heads).eval()
 
 
 def task_classifier(model: nn.Module, architecture: str) -> nn.Module:
@@ -203,8 +233,9 @@ def export_head(task: nn.Module, heads: dict[str, nn.Module], in_features: int, 
                 *, opset: int = 17) -> GraphInfo:
     """Write head.onnx: ``features`` -> ``task_logits`` + ``<kind>_logits`` per head (in ``heads`` order)."""
     path = Path(path)
-    wrapper = HeadLogits(task, heads).eval()
+    wrapper = head_graph_module(task, heads)
     outputs = (TASK_LOGITS, *(head_output_name(k) for k in heads))
     axes = {FEATURES: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     _export(wrapper, (torch.zeros(2, in_features),), path, (FEATURES,), outputs, axes, opset)
-    return GraphInfo(path, (FEATURES,), outputs, sum(p.numel() for p in wrapper.parameters()))
+    n_params = sum(p.numel() for mod in (task, *heads.values()) for p in mod.parameters())  # as trained
+    return GraphInfo(path, (FEATURES,), outputs, n_params)

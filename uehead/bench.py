@@ -43,8 +43,9 @@ TARGETS = {"fp32_vs_pytorch_b32": 2.0, "int8_vs_pytorch_b32": 4.0, "vs_optimum_b
            "overhead_pct_b32": 0.1, "coldstart_s": 0.6, "coldstart_rss_mb": 250.0}
 
 
-#: Texts of the batch job in which the head's per-batch overhead is measured (16 batches of 32).
-OVERHEAD_TEXTS = 512
+#: Texts of the batch job in which the head's per-batch overhead is measured: one chunk of a file job
+#: (`predict_file`'s `chunk_rows`) and one head block (`HEAD_BLOCK_ROWS`), 32 batches of 32.
+OVERHEAD_TEXTS = 1024
 
 
 # -- texts ---------------------------------------------------------------------------------------

@@ -106,3 +106,39 @@ def test_head_graph_reproduces_classifier_and_heads(exported):
         sd = head.state_dict
         np.testing.assert_allclose(outs[f"{kind}_logits"], z @ sd["weight"].T + sd["bias"], atol=1e-5)
     assert not np.allclose(outs["adue_logits"], outs["task_logits"])  # the heads are their own weights
+
+
+def _head_outputs(path, z):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"features": z})
+
+
+def test_linear_heads_export_as_one_gemm_with_the_separate_layers_outputs(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    task, adue, nobias = torch.nn.Linear(16, 3), torch.nn.Linear(16, 3), torch.nn.Linear(16, 3, bias=False)
+    graphs.export_head(task, {"adue": adue, "alien": nobias}, 16, tmp_path / "head.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "head.onnx")).graph.node]
+    assert ops.count("Gemm") + ops.count("MatMul") == 1 and "Split" in ops, ops
+    z = np.random.default_rng(0).normal(size=(37, 16)).astype(np.float32)
+    got = _head_outputs(tmp_path / "head.onnx", z)
+    with torch.no_grad():
+        want = [m(torch.from_numpy(z)).numpy() for m in (task, adue, nobias)]
+    assert [g.shape for g in got] == [(37, 3)] * 3
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-6, rtol=0)
+
+
+def test_a_dense_tanh_head_keeps_separate_branches(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    task, roberta = torch.nn.Linear(16, 2), graphs.DenseTanhLinear(16, 2)
+    assert isinstance(graphs.head_graph_module(task, {"adue": roberta}), graphs.HeadLogits)
+    graphs.export_head(task, {"adue": roberta}, 16, tmp_path / "head.onnx")
+    z = np.random.default_rng(1).normal(size=(5, 16)).astype(np.float32)
+    got = _head_outputs(tmp_path / "head.onnx", z)
+    with torch.no_grad():
+        np.testing.assert_allclose(got[1], roberta(torch.from_numpy(z)).numpy(), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(got[0], task(torch.from_numpy(z)).numpy(), atol=1e-6, rtol=0)

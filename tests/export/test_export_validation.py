@@ -46,10 +46,11 @@ def test_a_tampered_head_graph_fails_validation(bert, tmp_path):
     ckpt, model, _, d, cases, lams = bert
     head = onnx.load(str(d / "head.onnx"))
     # Nudge one weight of the AdUE head only: the task outputs stay right, the uncertainty does not.
-    target = next(t for t in head.graph.initializer if numpy_helper.to_array(t).ndim == 2
-                  and "heads.0" in t.name)
+    # The linear heads are one Gemm on stacked weights: rows [task (C), adue (C), alien (C)].
+    target = next(t for t in head.graph.initializer if numpy_helper.to_array(t).ndim == 2)
     w = numpy_helper.to_array(target).copy()
-    w[0] += 0.5
+    assert w.shape[0] == 3 * 2  # C = 2 classes
+    w[2] += 0.5
     target.CopyFrom(numpy_helper.from_array(w, target.name))
     onnx.save(head, str(tmp_path / "head.onnx"))
     pipe = OnnxPipeline(d / "backbone.onnx", tmp_path / "head.onnx")

@@ -15,9 +15,9 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,11 +185,11 @@ class Model:
         if batch_size is None:
             batch_size = len(items)
         _check_batch_size(batch_size)
-        stages: dict[str, Any] = {"tokenize": 0.0, "backbone": 0.0, "head": 0.0, "kernels": 0.0, "shapes": [],
-                                  "head_calls": 0}
+        stages: dict[str, Any] = {"tokenize": 0.0, "backbone": 0.0, "head": 0.0, "kernels": 0.0, "shapes": []}
         self._predict_list(items, batch_size, distances, stages)
         stages.update(batch_size=batch_size, n_batches=len(stages["shapes"]),
-                      sequence_length=max(w for _, w in stages["shapes"]))
+                      sequence_length=max(w for _, w in stages["shapes"]),
+                      head_calls=-(-len(items) // _block_rows(batch_size)))
         return stages
 
     def predict_file(self, input, output, **kwargs):
@@ -224,7 +224,7 @@ class Model:
         heads = {k: np.empty((n, c), np.float32) for k in self._heads}
         z_all = np.empty((n, self.manifest.backbone.feature_size), np.float32) if keep_z else None
         order = np.argsort(np.fromiter((len(x) for x in ids), np.int64, n), kind="stable")
-        block = batch_size * max(1, HEAD_BLOCK_ROWS // batch_size)
+        block = _block_rows(batch_size)
         z_block = np.empty((min(n, block), self.manifest.backbone.feature_size), np.float32)
         for block_start in range(0, n, block):
             rows = order[block_start:block_start + block]
@@ -292,8 +292,11 @@ class _StageClock:
         self.t = now
         if shape is not None:
             self.stages["shapes"].append((int(shape[0]), int(shape[1])))
-        if name == "head":
-            self.stages["head_calls"] += 1
+
+
+def _block_rows(batch_size: int) -> int:
+    """Rows per head-graph call: :data:`HEAD_BLOCK_ROWS` rounded down to whole batches, at least one batch."""
+    return batch_size * max(1, HEAD_BLOCK_ROWS // batch_size)
 
 
 # -- input checks ------------------------------------------------------------------------------

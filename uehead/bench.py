@@ -158,8 +158,7 @@ def head_overhead(model, texts: Sequence[str], batch_size: int = 32, repeats: in
 
 
 def head_overhead_report(bundle: str | os.PathLike, *, batch_size: int = 32, n_texts: int = OVERHEAD_TEXTS,
-                         repeats: int = 3,
-                         threads: int | None = None, lengths: Sequence[str] = ("short", "t128"),
+                         repeats: int = 3, threads: int | None = None, lengths: Sequence[str] = ("short", "t128"),
                          quiet: bool = False) -> dict[str, Any]:
     """Load ``bundle`` and measure :func:`head_overhead` on ``n_texts`` Rotten Tomatoes test
     sentences per length (short, and joined to ~128 tokens); print two lines per length (batch

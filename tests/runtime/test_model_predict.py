@@ -233,8 +233,11 @@ def test_head_runs_once_per_block_of_whole_batches(tiny_model, monkeypatch, bloc
     texts = _mixed_texts(10, seed=3)
     expected = Predictions.concat([tiny_model.predict(t) for t in texts])
     monkeypatch.setattr(model_module, "HEAD_BLOCK_ROWS", block_rows)
+    run_head, calls = tiny_model._run_head, []
+    monkeypatch.setattr(tiny_model, "_run_head", lambda z: calls.append(len(z)) or run_head(z))
     stages = tiny_model.predict_stages(texts, batch_size=batch_size, distances=True)
-    assert stages["head_calls"] == head_calls  # block = batch_size * max(1, block_rows // batch_size)
+    assert stages["head_calls"] == len(calls) == head_calls  # block = batch_size * max(1, block_rows // batch_size)
+    assert sum(calls) == 10
     assert stages["n_batches"] == -(-10 // batch_size) and sum(r for r, _ in stages["shapes"]) == 10
     assert [w for _, w in stages["shapes"]] == sorted(w for _, w in stages["shapes"])  # length-sorted batches
     assert_same(tiny_model.predict(texts, batch_size=batch_size), expected)

@@ -25,7 +25,7 @@ import numpy as np
 
 from uehead.bundle import load_manifest
 from uehead.datasets import load_dataset
-from uehead.runtime import reference
+from uehead import scores as reference
 from uehead.runtime.session import default_threads, make_session
 from uehead.runtime.tokenize import TextTokenizer
 

@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import onnxruntime
-    from uehead.runtime import kernels, reference
+    from uehead import scores as reference
+    from uehead.runtime import kernels
 
     backends = {}
     for mode in ("aot", "jit"):

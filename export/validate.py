@@ -24,7 +24,7 @@ from uehead.export.checkpoint import Checkpoint, HeadWeights
 from uehead.export.errors import ExportValidationError
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
 from uehead.export.tokenization import encode
-from uehead.runtime import reference
+from uehead import scores as reference
 
 #: Scores held to the tolerance; everything else (features, logits, label ids) is reported only.
 CHECKED_PREFIXES = ("probs", "softmax_response", "entropy", "uncertainty_")

@@ -1,6 +1,6 @@
 """Torch-free runtime: ONNX Runtime + numba kernels + tokenizers. Never imports torch.
 
-Public API (imported lazily so that ``uehead.runtime.reference`` stays light):
+Public API (imported lazily so that ``import uehead.runtime`` stays light):
     load(bundle, **session_options) -> Model      Model.predict(texts) -> Predictions
     verify(bundle) -> dict                        make_session(path, ...) -> onnxruntime.InferenceSession
 """

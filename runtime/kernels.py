@@ -36,7 +36,7 @@ import threading
 import numpy as np
 
 from uehead.runtime import _kernels_aot
-from uehead.runtime.reference import NonFiniteLogitsError
+from uehead.errors import NonFiniteLogitsError
 
 __all__ = ["task_outputs", "adue_uncertainty", "alien_uncertainty", "warmup", "backend_info", "build_aot",
            "NonFiniteLogitsError"]

@@ -67,7 +67,7 @@ def test_newer_format_version_names_the_upgrade(bundle):
 @pytest.mark.parametrize("change, error, match", [
     (lambda d: d["head"]["heads"][1].update(kind="rde"), IncompatibleBundleError, "unknown uncertainty head kind 'rde'"),
     (lambda d: d["head"].update(default_kind="alien2"), IncompatibleBundleError, "default_kind"),
-    (lambda d: d["head"]["heads"][0].update(lam=0), IncompatibleBundleError, "lambda"),
+    (lambda d: d["head"]["heads"][0].update(lam=0), IncompatibleBundleError, "parameter 'lam' must be a finite real > 0"),
     (lambda d: d["head"].update(num_classes=3), IncompatibleBundleError, "num_classes is 3"),
     (lambda d: d.update(format="other"), BundleError, "not a uehead bundle"),
     (lambda d: d.update(format_version="1"), BundleError, "positive integer"),

@@ -11,7 +11,7 @@ The backbone graph takes ``input_ids``, ``attention_mask``, ``token_type_ids`` (
 from ``seed``.
 
 :func:`reference_outputs` recomputes everything with numpy (its own tokenisation, forward pass
-and ``uehead.runtime.reference`` scores); it is how ``golden.json`` is written, so a runtime
+and ``uehead.scores`` scores); it is how ``golden.json`` is written, so a runtime
 that drifts from the graph fails ``verify``, and tests may use it as an independent oracle.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tiny_models import make_tokenizer
 from uehead.bundle import (BackboneSpec, FileSpec, HeadSpec, Manifest, TokenizerSpec,
                            UncertaintyHeadSpec, write_manifest)
-from uehead.runtime import reference
+from uehead import scores as reference
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 GOLDEN_TEXTS = ("a great film", "bad and boring", "the plot was not quite good", "", "story",

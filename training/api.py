@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from uehead.runtime import reference
+from uehead import scores as reference
 from uehead.training import backbones, checkpoint
 from uehead.training.baselines import fit_baselines
 from uehead.training.config import (

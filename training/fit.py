@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from uehead.runtime import reference
+from uehead import scores as reference
 from uehead.training import losses
 from uehead.training.config import HeadGridConfig
 from uehead.training.heads import HeadVariant, forward_stacked, random_params, score_torch

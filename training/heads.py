@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from uehead.runtime import reference
+from uehead import scores as reference
 
 MODULES = ("linear", "dense_tanh_linear", "sigmoid_linear")
 

@@ -1,6 +1,6 @@
 """Differentiable torch versions of the head scores and the loss terms.
 
-They must equal :mod:`uehead.runtime.reference` (the numpy oracle shared with the runtime); the
+They must equal :mod:`uehead.scores` (the numpy oracle shared with the runtime); the
 tests check that. Every uncertainty U here is **higher = more uncertain**. Shapes: logits
 ``[..., N, C]`` -> U ``[..., N]`` (a leading config axis K is allowed everywhere).
 """

@@ -25,48 +25,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uehead.errors import (  # noqa: F401  (re-exported: the bundle error family)
+    BundleError,
+    BundleVersionError,
+    ChecksumError,
+    IncompatibleBundleError,
+    MissingFileError,
+    UnknownScoreError,
+)
+from uehead.scores import DEFAULT_LAMBDA, head_kind, head_params
+
 FORMAT_NAME = "uehead-bundle"
 #: Bumped on any change a reader of an older version could misread.
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+#: The fixed file names inside a bundle written by ``uehead export``.
+TOKENIZER_FILE = "tokenizer.json"
+BACKBONE_FILE = "backbone.onnx"
+HEAD_FILE = "head.onnx"
+BASELINES_FILE = "baselines.npz"
+GOLDEN_FILE = "golden.json"
+#: Arrays of baselines.npz (float64): class_means [C, H], precision [H, H], global_mean [H],
+#: global_precision [H, H] (see :mod:`uehead.distances`).
+BASELINE_KEYS = ("class_means", "precision", "global_mean", "global_precision")
+#: Keys every golden.json has (see :func:`golden_payload`).
+GOLDEN_KEYS = ("texts", "label_ids", "probs", "softmax_response", "entropy")
 
-#: adue -> U = 1 - SmoothMax_lambda(softmax(head logits));
-#: alien -> U = H(softmax(head logits)) / log C;
-#: sr -> no trained head, U = 1 - max softmax of the task logits.
-HEAD_KINDS = ("adue", "alien", "sr")
 ARCHITECTURES = ("bert", "roberta", "llama", "other")
 POOLINGS = ("pooler", "first_token", "last_token")
 PRECISIONS = ("fp32", "int8")
-
-
-class BundleError(Exception):
-    """A bundle cannot be used. ``path`` is the offending file; ``fix`` says what to do."""
-
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None, fix: str | None = None):
-        self.path = None if path is None else str(path)
-        self.fix = fix
-        text = message
-        if self.path:
-            text = f"{self.path}: {text}"
-        if fix:
-            text = f"{text} Fix: {fix}"
-        super().__init__(text)
-
-
-class MissingFileError(BundleError):
-    """A file the manifest names (or the manifest itself) is absent."""
-
-
-class ChecksumError(BundleError):
-    """A file's sha256 differs from the manifest's: the file was altered or truncated."""
-
-
-class BundleVersionError(BundleError):
-    """The manifest was written by a newer format than this runtime reads."""
-
-
-class IncompatibleBundleError(BundleError):
-    """The pieces of a bundle do not fit together (shapes, names, head kinds)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +97,7 @@ class UncertaintyHeadSpec:
     #: Name of the head.onnx output with this head's logits ([batch, num_classes]).
     output_name: str
     #: SmoothMax temperature (AdUE only).
-    lam: float = 100.0
+    lam: float = DEFAULT_LAMBDA
     #: Hyperparameters chosen on validation data, and their validation scores.
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
@@ -255,12 +242,12 @@ def _check_consistency(m: Manifest, path: Path) -> None:
         raise IncompatibleBundleError(
             f"head.num_classes is {m.head.num_classes} but there are {len(m.labels)} labels.", path=path, fix=fix)
     for h in m.head.heads:
-        if h.kind not in HEAD_KINDS or h.kind == "sr":
-            raise IncompatibleBundleError(
-                f"unknown uncertainty head kind {h.kind!r}; this runtime knows {HEAD_KINDS}.", path=path,
-                fix="upgrade uehead, or re-export with a supported head (adue, alien).")
-        if h.kind == "adue" and not (float(h.lam) > 0):
-            raise IncompatibleBundleError(f"AdUE lambda must be > 0, got {h.lam!r}.", path=path, fix=fix)
+        try:
+            head_params(head_kind(h.kind), h)
+        except UnknownScoreError as exc:
+            raise IncompatibleBundleError(str(exc), path=path, fix=exc.fix) from None
+        except ValueError as exc:
+            raise IncompatibleBundleError(str(exc), path=path, fix=fix) from None
     kinds = [h.kind for h in m.head.heads]
     if len(set(kinds)) != len(kinds):
         raise IncompatibleBundleError(f"head kinds repeat: {kinds}.", path=path, fix=fix)
@@ -354,3 +341,60 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+# ------------------------------------------------------------------------------- golden.json
+def golden_payload(texts, label_ids, probs, scores, *, source: str, tolerance: float) -> dict[str, Any]:
+    """golden.json: a few texts and the outputs the exporter expects for each, one text per call.
+
+    ``scores`` maps score names (:func:`uehead.scores.score_names`: "sr", "entropy", each head
+    kind, and "md"/"rmd" when the bundle has baselines) to [N] arrays. On disk "sr" is stored as
+    ``softmax_response``, the head kinds under ``heads`` and the distances under ``distances``.
+    """
+    import numpy as np
+
+    def floats(x):
+        return np.asarray(x, np.float64).tolist()
+
+    out = {
+        "texts": list(texts),
+        "tolerance": float(tolerance),
+        "source": source,
+        "label_ids": [int(x) for x in label_ids],
+        "probs": floats(probs),
+        "softmax_response": floats(scores["sr"]),
+        "entropy": floats(scores["entropy"]),
+        "heads": {k: floats(v) for k, v in scores.items() if k not in ("sr", "entropy", "md", "rmd")},
+    }
+    distances = {k: floats(scores[k]) for k in ("md", "rmd") if k in scores}
+    if distances:
+        out["distances"] = distances
+    return out
+
+
+def read_golden(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check golden.json; ``heads`` and ``distances`` default to empty objects."""
+    path = Path(path)
+    fix = "re-export the bundle with `uehead export`."
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"is not valid UTF-8 JSON ({exc}).", path=path, fix=fix) from exc
+    if not isinstance(data, dict):
+        raise BundleError("must be a JSON object.", path=path, fix=fix)
+    missing = [k for k in GOLDEN_KEYS if k not in data]
+    if missing:
+        raise BundleError(f"lacks keys {missing}.", path=path, fix=fix)
+    texts = data["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise BundleError("'texts' must be a list of strings.", path=path, fix=fix)
+    tol = data.get("tolerance", 1e-4)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise BundleError(f"'tolerance' must be a number >= 0, got {tol!r}.", path=path, fix=fix)
+    for key in ("heads", "distances"):
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise BundleError(f"'{key}' must be an object name -> list of numbers.", path=path, fix=fix)
+        data[key] = value
+    data["tolerance"] = float(tol)
+    return data

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uehead.errors import DataError  # noqa: F401  (re-exported)
+
 SPLITS = ("train", "valid", "test")
 BUILTIN = ("rotten_tomatoes",)
-
-
-class DataError(ValueError):
-    """A dataset file is missing or malformed. The message names the file (and line)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from uehead.runtime import _kernels_aot, kernels, reference
+from uehead import scores as reference
+from uehead.runtime import _kernels_aot, kernels
 from uehead.runtime.kernels import NonFiniteLogitsError
 
 RUNTIME_DIR = Path(kernels.__file__).resolve().parent

@@ -53,7 +53,7 @@ def test_load_predict_verify_with_torch_blocked(tiny_bundle_dir):
 def test_importing_the_runtime_is_lazy():
     out = run_blocked("""
         import json
-        import uehead, uehead.runtime, uehead.runtime.reference, uehead.bundle
+        import uehead, uehead.runtime, uehead.scores, uehead.bundle
         heavy = [m for m in ("onnxruntime", "numba", "tokenizers", "torch") if m in sys.modules]
         print(json.dumps({"heavy": heavy}))
     """)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from uehead.runtime import reference
+from uehead import scores as reference
 from uehead.training import (
     HeadGridConfig,
     losses,

@@ -94,7 +94,7 @@ def test_wrong_pooling_is_detected(llama_dir, tiny_data):
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 def test_head_copy_of_the_classifier_reproduces_the_models_scores(arch, bert_dir, llama_dir, tiny_data):
-    from uehead.runtime import reference
+    from uehead import scores as reference
     from uehead.training.backbones import classifier_module
     from uehead.training.heads import classifier_params, forward_numpy, score_numpy
 

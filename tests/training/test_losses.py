@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from uehead.runtime import reference
+from uehead import scores as reference
 from uehead.training import losses
 from uehead.training.heads import forward_numpy, forward_stacked, score_numpy
 

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training_settings import SMALL_BASELINE, SMALL_GRID
-from uehead.runtime import reference
+from uehead import scores as reference
 from uehead.training import api, checkpoint, train
 from uehead.training.baselines import MahalanobisBaseline
 from uehead.training.heads import forward_numpy

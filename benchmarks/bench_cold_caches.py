@@ -6,7 +6,7 @@ Times one tiny NumPy call (``numpy.zeros((32, 2))``) and the bundle's head graph
 features in four situations: in a hot loop, after a 10 ms and a 100 ms sleep, and right after a
 backbone call on 32 Rotten Tomatoes test sentences. If the tiny call is ~50x slower after the
 backbone than in a loop, the head pays for code and data the backbone evicted, not for its own
-work; which is why the runtime runs the head once per block of rows (``HEAD_BLOCK_ROWS``), not
+work; which is why the runtime runs the head once per block of rows (``BLOCK_ROWS``), not
 once per batch. Prints a table of medians (microseconds) and writes JSON.
 """
 from __future__ import annotations

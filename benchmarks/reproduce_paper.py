@@ -15,7 +15,7 @@ merged model folder of each run is deleted once its scores are written (scores, 
 statistics and ``training.json`` are kept).
 
 The tables are computed here, from the per-run test scores (``scores/test.npz``, every score
-higher = more uncertain), with :mod:`uehead.metrics`: per dataset and method ROC-AUC, PRR and
+higher = more uncertain), with :mod:`uehead.evaluation.metrics`: per dataset and method ROC-AUC, PRR and
 AURC (x100, mean +- sample std over seeds), ECE / Brier for the probability scores, task
 accuracy. ``OUT.json`` holds everything (caps, versions, per-run metrics and timings);
 ``OUT.md`` has the paper's Table 1 layout, the caps used, and the paper's RoBERTa reference rows.
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from uehead import __version__
-from uehead import metrics as M
+from uehead.evaluation import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 #: dataset folder name -> (column title in the paper's Table 1, default max_length in tokens).

@@ -55,7 +55,7 @@ def _drop_value_info(path: Path) -> None:
 
 
 def _auc(u: np.ndarray, errors: np.ndarray) -> float | None:
-    from uehead.metrics import roc_auc
+    from uehead.evaluation.metrics import roc_auc
 
     if errors.min(initial=0) == errors.max(initial=0):
         return None

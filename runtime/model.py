@@ -27,16 +27,17 @@ from uehead.runtime.distances import Baselines, load_baselines
 from uehead.runtime.session import make_session
 from uehead.runtime.tokenize import TextTokenizer
 
-__all__ = ["load", "Model", "Predictions"]
+__all__ = ["load", "Model", "Predictions", "BLOCK_ROWS"]
 
 _FIX = "re-export the bundle with `uehead export`."
 
-#: Rows of backbone features collected before the head graph runs (rounded down to a whole
-#: number of batches, at least one batch). The head is tiny, so its cost per call is mostly fixed:
-#: caches and code evicted by the backbone. Running it once per block instead of once per batch
-#: divides that cost by the number of batches in the block. Memory: rows x feature_size float32
-#: (1.5 MB for MiniLM).
-HEAD_BLOCK_ROWS = 1024
+#: The runtime's unit of work, in rows: backbone features collected before the head graph runs
+#: (rounded down to a whole number of batches, at least one batch), the default chunk of
+#: ``iter_predict``, of batch jobs (local and Ray) and the overhead benchmark's batch job. The head
+#: is tiny, so its cost per call is mostly fixed (caches and code evicted by the backbone); running
+#: it once per block instead of once per batch divides that cost by the batches in the block.
+#: Memory: rows x feature_size float32 (1.5 MB for MiniLM).
+BLOCK_ROWS = 1024
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -146,7 +147,7 @@ class Model:
         _check_batch_size(batch_size)
         return self._predict_list(items, batch_size, distances)
 
-    def iter_predict(self, texts: str | Iterable[str], *, batch_size: int = 32, chunk_size: int = 1024,
+    def iter_predict(self, texts: str | Iterable[str], *, batch_size: int = 32, chunk_size: int = BLOCK_ROWS,
                      distances: bool = False) -> Iterator[Predictions]:
         """Stream Predictions, one per ``chunk_size`` texts, in input order, from any iterable
         (generators included; a single str counts as one text); memory stays bounded by the
@@ -177,7 +178,7 @@ class Model:
         ``tokenize``, ``backbone``, ``head`` (head graph) and ``kernels`` (scores, distances
         included when asked), plus ``batch_size``, ``n_batches``, ``shapes`` (the padded
         ``(rows, tokens)`` of each backbone call, in call order), ``sequence_length`` (the widest)
-        and ``head_calls`` (head graph runs: one per :data:`HEAD_BLOCK_ROWS` rows).
+        and ``head_calls`` (head graph runs: one per :data:`BLOCK_ROWS` rows).
         """
         items = _as_text_list(texts)
         if not items:
@@ -215,7 +216,7 @@ class Model:
     def _forward(self, texts: list[str], batch_size: int, keep_z: bool,
                  stages: dict[str, Any] | None = None) -> _Raw:
         """Backbone batch by batch (texts sorted by token length), the head graph once per block
-        of up to :data:`HEAD_BLOCK_ROWS` rows (a whole number of batches)."""
+        of up to :data:`BLOCK_ROWS` rows (a whole number of batches)."""
         clock = _StageClock(stages)
         n, c = len(texts), self.num_classes
         ids = self.tokenizer.encode(texts)
@@ -295,8 +296,8 @@ class _StageClock:
 
 
 def _block_rows(batch_size: int) -> int:
-    """Rows per head-graph call: :data:`HEAD_BLOCK_ROWS` rounded down to whole batches, at least one batch."""
-    return batch_size * max(1, HEAD_BLOCK_ROWS // batch_size)
+    """Rows per head-graph call: :data:`BLOCK_ROWS` rounded down to whole batches, at least one batch."""
+    return batch_size * max(1, BLOCK_ROWS // batch_size)
 
 
 # -- input checks ------------------------------------------------------------------------------

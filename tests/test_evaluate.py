@@ -1,4 +1,4 @@
-"""uehead.evaluate / uehead.plots / `uehead evaluate`: torch-free, on a fake model and on a tiny bundle."""
+"""uehead.evaluation.evaluate / uehead.evaluation.plots / `uehead evaluate`: torch-free, on a fake model and on a tiny bundle."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from tiny_models import NEGATIVE, POSITIVE, make_tiny_dataset
-from uehead import cli, metrics
-from uehead import evaluate as ev
+from uehead import cli
+from uehead.evaluation import metrics
+from uehead.evaluation import evaluate as ev
 from uehead.datasets import DataError, load_dataset
-from uehead.metrics import UndefinedMetricWarning
+from uehead.evaluation.metrics import UndefinedMetricWarning
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,7 @@ def test_plots_write_png_files(tmp_path):
     rng = np.random.default_rng(0)
     e = rng.random(60) < 0.3
     scores = {"sr": np.clip(rng.random(60) * 0.5 + 0.3 * e, 0, 1), "adue": rng.random(60) - 0.01}
-    from uehead import plots
+    from uehead.evaluation import plots
 
     r = plots.reliability_diagram(scores, e, tmp_path / "sub" / "rel.png", title="t")
     c = plots.risk_coverage_plot({**scores, "md": rng.random(60) * 40}, e, tmp_path / "rc.png")

@@ -1,4 +1,4 @@
-"""uehead.metrics: cross-checks with scikit-learn, hand-computed cases, ties, degenerate splits."""
+"""uehead.evaluation.metrics: cross-checks with scikit-learn, hand-computed cases, ties, degenerate splits."""
 from __future__ import annotations
 
 import itertools
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uehead import metrics as m
-from uehead.metrics import UndefinedMetricWarning
+from uehead.evaluation import metrics as m
+from uehead.evaluation.metrics import UndefinedMetricWarning
 
 U4 = np.array([0.1, 0.2, 0.3, 0.4])
 E4 = np.array([0, 1, 0, 1])

@@ -130,8 +130,8 @@ def test_fake_runs_tables_and_json(tmp_path, datasets):
         ("sst2", 0), ("cola", 0), ("sst2", 1), ("cola", 1)], "seed-major order"
     assert all(c["out"].name == f".seed{c['seed']}.tmp" for c in fake.calls), "trained into a temp folder"
     result, md = _read(tmp_path)
-    # every cell is recomputed from the scores with uehead.metrics
-    from uehead import metrics
+    # every cell is recomputed from the scores with uehead.evaluation.metrics
+    from uehead.evaluation import metrics
     with np.load(tmp_path / "work" / "cola" / "seed1" / "scores" / "test.npz") as f:
         expect = metrics.roc_auc(f["adue"], f["errors"])
     cola = result["datasets"]["cola"]

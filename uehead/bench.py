@@ -44,7 +44,7 @@ TARGETS = {"fp32_vs_pytorch_b32": 2.0, "int8_vs_pytorch_b32": 4.0, "vs_optimum_b
 
 
 #: Texts of the batch job in which the head's per-batch overhead is measured: one chunk of a file job
-#: (`predict_file`'s `chunk_rows`) and one head block (`HEAD_BLOCK_ROWS`), 32 batches of 32.
+#: (`predict_file`'s `chunk_rows`) and one head block (`BLOCK_ROWS`), 32 batches of 32.
 OVERHEAD_TEXTS = 1024
 
 
@@ -133,7 +133,7 @@ def head_overhead(model, texts: Sequence[str], batch_size: int = 32, repeats: in
     Measured in the pipeline of ``predict``, caches as the backbone leaves them:
     - batch job (the top-level keys): all ``texts`` through ``model.predict_stages(texts,
       batch_size=batch_size)``, ``repeats`` times; the head graph and the kernels run once per
-      block of :data:`uehead.runtime.model.HEAD_BLOCK_ROWS` rows, and their time is divided by the
+      block of :data:`uehead.runtime.model.BLOCK_ROWS` rows, and their time is divided by the
       batches like the backbone's;
     - ``one_batch``: the first ``batch_size`` texts as one lone call, ``one_batch_repeats`` times
       (what a request of ``batch_size`` texts pays: the head's cost is fixed, nothing amortises it);

@@ -4,7 +4,7 @@
     uehead export    -> uehead.export.export_bundle
     uehead verify    -> uehead.runtime.verify (torch-free)
     uehead predict   -> uehead.runtime.Model.predict_file (torch-free)
-    uehead evaluate  -> uehead.evaluate.evaluate_bundle (torch-free)
+    uehead evaluate  -> uehead.evaluation.evaluate.evaluate_bundle (torch-free)
     uehead bench     -> uehead.bench.run_bench
 
 Heavy stages are imported only when their verb runs, so ``uehead verify`` works on a
@@ -72,7 +72,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from uehead.evaluate import evaluate_bundle
+    from uehead.evaluation.evaluate import evaluate_bundle
 
     evaluate_bundle(a.bundle, a.data, split=a.split, json_out=a.json, plots=not a.no_plots,
                     max_rows=a.max_rows)

@@ -232,7 +232,7 @@ def test_predict_stages_times_one_batch(tiny_model):
 def test_head_runs_once_per_block_of_whole_batches(tiny_model, monkeypatch, block_rows, batch_size, head_calls):
     texts = _mixed_texts(10, seed=3)
     expected = Predictions.concat([tiny_model.predict(t) for t in texts])
-    monkeypatch.setattr(model_module, "HEAD_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(model_module, "BLOCK_ROWS", block_rows)
     run_head, calls = tiny_model._run_head, []
     monkeypatch.setattr(tiny_model, "_run_head", lambda z: calls.append(len(z)) or run_head(z))
     stages = tiny_model.predict_stages(texts, batch_size=batch_size, distances=True)

@@ -100,18 +100,46 @@ def _undefined(metric: str, e: np.ndarray) -> bool:
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of x, ties getting the mean of the ranks they span."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-    ends = np.r_[starts[1:], xs.size]  # exclusive
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
-    ranks = np.empty(x.size)
-    ranks[order] = np.repeat(avg, ends - starts)
+    """1-based ranks along the last axis of x [K, N], ties getting the mean of the ranks they span."""
+    k, n = x.shape
+    order = np.argsort(x, axis=1, kind="mergesort")
+    xs = np.take_along_axis(x, order, axis=1)
+    new_run = np.ones((k, n), dtype=bool)
+    new_run[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    run_id = np.cumsum(new_run, axis=1) - 1                    # run index per sorted position
+    flat_run = (run_id + (np.arange(k) * n)[:, None]).ravel()  # runs numbered across rows
+    counts = np.bincount(flat_run, minlength=k * n)
+    starts = np.cumsum(counts) - counts - np.repeat(np.arange(k) * n, n)
+    avg = starts + (counts + 1) / 2.0                          # mean 1-based rank of each run
+    ranks = np.empty((k, n))
+    np.put_along_axis(ranks, order, avg[flat_run].reshape(k, n), axis=1)
     return ranks
 
 
 # ---------------------------------------------------------------------------------- ranking
+def roc_auc_rows(scores, errors) -> np.ndarray:
+    """ROC-AUC of each row of ``scores`` [K, N] against binary ``errors`` [N], float64 [K].
+
+    Mann-Whitney U with average ranks for ties; a row holding NaN or inf gets NaN; every row is
+    NaN when there are no errors or no correct predictions (no warning: callers that select on
+    these values handle NaN). Higher is better.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must have shape [K, N], got {s.shape}")
+    e = _check_errors(errors).astype(bool)
+    if s.shape[1] != e.size:
+        raise ValueError(f"scores has {s.shape[1]} columns but errors has {e.size} rows")
+    n_pos, n_neg = int(e.sum()), int((~e).sum())
+    if n_pos == 0 or n_neg == 0 or s.shape[0] == 0:
+        return np.full(s.shape[0], np.nan)
+    finite = np.isfinite(s).all(axis=1)
+    ranks = _average_ranks(np.where(np.isfinite(s), s, 0.0))
+    auc = (ranks[:, e].sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    auc[~finite] = np.nan
+    return auc
+
+
 def roc_auc(u, errors) -> float:
     """ROC-AUC of ``u`` against ``errors`` (Mann-Whitney U with average ranks for ties).
 
@@ -121,10 +149,7 @@ def roc_auc(u, errors) -> float:
     u, e = _check(u, errors)
     if _undefined("ROC-AUC", e):
         return math.nan
-    pos = e == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    r = _average_ranks(u)
-    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_rows(u[None, :], e)[0])
 
 
 def risk_coverage_curve(u, errors) -> tuple[np.ndarray, np.ndarray]:

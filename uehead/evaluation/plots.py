@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from uehead import metrics
+from uehead.evaluation import metrics
 
 __all__ = ["require_matplotlib", "reliability_diagram", "risk_coverage_plot"]
 

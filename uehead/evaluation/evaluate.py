@@ -1,7 +1,7 @@
 """``uehead evaluate``: how well each score of a bundle flags the model's mistakes (torch-free).
 
 Runs a bundle through the runtime on one split of a labelled dataset, computes the error
-indicator e = [predicted label != true label] and every metric of :mod:`uehead.metrics` for
+indicator e = [predicted label != true label] and every metric of :mod:`uehead.evaluation.metrics` for
 every score the bundle has (softmax response, entropy, AdUE, ALIEN, MD, RMD; all **higher = more
 uncertain**), prints a table, and writes JSON plus PNG plots next to it.
 """
@@ -18,7 +18,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from uehead import __version__, metrics
+from uehead import __version__
+from uehead.evaluation import metrics
 from uehead._extras import installed_versions
 from uehead.datasets import SPLITS, DataError, Dataset, Split, load_dataset
 
@@ -164,7 +165,7 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         raise ValueError(f"max_rows must be >= 1 (or None for all rows), got {max_rows}")
     draw = plots and json_out is not None
     if draw:
-        from uehead.plots import require_matplotlib  # noqa: PLC0415
+        from uehead.evaluation.plots import require_matplotlib  # noqa: PLC0415
 
         require_matplotlib()
     name, rows, num_classes = _read_split(data, split)
@@ -194,7 +195,7 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         record["notes"].append("no MD/RMD scores: the bundle carries no baselines.npz (re-export it from a "
                                "checkpoint with baseline statistics)")
     if draw:
-        from uehead import plots as plotting  # noqa: PLC0415
+        from uehead.evaluation import plots as plotting  # noqa: PLC0415
 
         paths = plot_paths(json_out)
         title = f"{Path(str(record['bundle'])).name} on {Path(name).name}:{split} (n={result['n']})"

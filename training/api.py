@@ -17,33 +17,37 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from uehead import scores as reference
+
+from uehead import __version__
+from uehead._extras import installed_versions
+from uehead.datasets import Dataset, load_dataset
+from uehead.evaluation.metrics import roc_auc_rows
+from uehead.scores import entropy, softmax_response
 from uehead.training import backbones, checkpoint
-from uehead.training.baselines import fit_baselines
+from uehead.training.baselines import FittedBaselines, fit_baselines
 from uehead.training.config import (
     BaselineConfig,
     HeadGridConfig,
     LoraSettings,
     TrainConfig,
 )
-from uehead.training.data import collate, encode, stratified_subsample
-from uehead.training.features import check_pooling, extract
-from uehead.training.fit import fit_heads, roc_auc_rows
+from uehead.training.data import Encoded, collate, encode, stratified_subsample
+from uehead.training.features import Features, check_pooling, extract
+from uehead.training.fit import GridResult, fit_heads
 from uehead.training.heads import (
+    HeadVariant,
     classifier_params,
     forward_numpy,
     score_numpy,
     variants,
 )
 from uehead.training.lora import finetune, merge_checked, resolve_device
-
-from uehead import __version__
-from uehead._extras import installed_versions
-from uehead.datasets import load_dataset
 
 _VERSIONED = ("torch", "transformers", "peft", "safetensors", "tokenizers", "scikit-learn", "numpy", "scipy", "gguf")
 
@@ -67,104 +71,185 @@ def train(model: str, data: str, out: str | os.PathLike, heads=("adue", "alien")
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / checkpoint.TRAINING_JSON).is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not checkpoint.is_checkpoint(out))):
         raise FileExistsError(f"--out {out}: exists and is not a uehead checkpoint; choose a new or empty folder")
+
+
+class _StageClock:
+    """Wall time of each named step, in the order the steps ran (the record's ``timings_s``)."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._last, 3)
+        self._last = now
+
+
+@dataclass
+class _Inputs:
+    """What one run reads: the dataset, the backbone to fine-tune, the tokenised TRAIN / VALID rows."""
+
+    dataset: Dataset
+    device: torch.device
+    model: Any
+    tokenizer: Any
+    family: backbones.Family
+    train_enc: Encoded
+    valid_enc: Encoded
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+@dataclass
+class _Outputs:
+    """What one run produces: the merged model, the features, the fitted heads and baselines, the scores."""
+
+    merged: Any
+    merge_diff: float
+    valid: Features
+    test: Features
+    baselines: FittedBaselines | None
+    variants: list[HeadVariant]
+    heads: dict[str, GridResult]
+    head_weights: dict[str, dict[str, np.ndarray]]   # float32: the weights the checkpoint stores
+    scores: dict[str, dict[str, np.ndarray]]          # split -> method -> U
 
 
 def run(cfg: TrainConfig) -> Path:
     """Execute one training run described by ``cfg`` (see module docs for the order of work)."""
     _check_out(cfg.out)
-    timings: dict[str, float] = {}
-    clock = [time.perf_counter()]
+    clock = _StageClock()
+    inputs = _load_inputs(cfg)
+    clock.lap("load")
+    merged, merge_diff = _finetune_and_merge(cfg, inputs, clock)
+    valid = _extract(cfg, inputs, merged, inputs.valid_enc, "valid")
+    fitted = _fit_distance_baselines(cfg, inputs, merged, clock)
+    head_variants, results, head_weights = _fit_uncertainty_heads(cfg, inputs, merged, valid)
+    clock.lap("heads_fit")
+    test_enc = encode(inputs.tokenizer, inputs.dataset["test"].texts, inputs.dataset["test"].labels, cfg.max_length)
+    test = _extract(cfg, inputs, merged, test_enc, "test")
+    clock.lap("features_test")
+    scores = {split: _score_split(cfg, fitted, head_variants, head_weights, feats)
+              for split, feats in (("valid", valid), ("test", test))}
+    outputs = _Outputs(merged, merge_diff, valid, test, fitted, head_variants, results, head_weights, scores)
+    clock.lap("scores")
+    partial = _write_checkpoint(cfg, inputs, outputs)
+    clock.lap("write")
+    record = _run_record(cfg, inputs, outputs)
+    clock.timings["total"] = round(sum(clock.timings.values()), 3)
+    record["timings_s"] = clock.timings
+    _publish(cfg, partial, record)
+    return cfg.out
 
-    def lap(name: str) -> None:
-        now = time.perf_counter()
-        timings[name] = round(now - clock[0], 3)
-        clock[0] = now
 
+def _load_inputs(cfg: TrainConfig) -> _Inputs:
+    """The dataset, the backbone (classifier seeded with ``cfg.seed``) and the TRAIN / VALID encodings."""
     dataset = load_dataset(cfg.data)
     device = resolve_device(cfg.device)
     source = backbones.resolve_model(cfg.model)
     torch.manual_seed(cfg.seed)
     model, tokenizer, family = backbones.load_backbone(source, dataset.label_names, cfg.max_length)
-    pad_id = int(tokenizer.pad_token_id)
     train_idx = stratified_subsample(dataset["train"].labels, cfg.max_train, seed=0)
     train_split = dataset["train"]
     train_enc = encode(tokenizer, [train_split.texts[i] for i in train_idx], train_split.labels[train_idx],
                        cfg.max_length)
     valid_enc = encode(tokenizer, dataset["valid"].texts, dataset["valid"].labels, cfg.max_length)
-    lap("load")
+    return _Inputs(dataset, device, model, tokenizer, family, train_enc, valid_enc)
 
-    peft_model = finetune(model, family, train_enc, pad_id=pad_id, settings=cfg.lora, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, seed=cfg.seed, device=device, progress=cfg.progress)
-    lap("lora_finetune")
-    probe = {k: v.to(device) for k, v in collate(valid_enc.ids[:64], pad_id).items()}
+
+def _finetune_and_merge(cfg: TrainConfig, inputs: _Inputs, clock: _StageClock):
+    """LoRA on the TRAIN rows, then the merged model, checked against the adapter and the pooling."""
+    peft_model = finetune(inputs.model, inputs.family, inputs.train_enc, pad_id=inputs.pad_id, settings=cfg.lora,
+                          epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=inputs.device,
+                          progress=cfg.progress)
+    clock.lap("lora_finetune")
+    probe = {k: v.to(inputs.device) for k, v in collate(inputs.valid_enc.ids[:64], inputs.pad_id).items()}
     merged, merge_diff = merge_checked(peft_model, probe, cfg.merge_atol)
-    check_pooling(merged, family, probe)
-    lap("merge")
+    check_pooling(merged, inputs.family, probe)
+    clock.lap("merge")
+    return merged, merge_diff
 
-    fb = cfg.feature_batch_size
-    valid = extract(merged, family, valid_enc, pad_id=pad_id, device=device, batch_size=fb,
-                    desc="features valid", progress=cfg.progress)
-    fitted = None
-    if cfg.baselines:
-        base_idx = stratified_subsample(train_enc.labels, cfg.baseline.md_max_rows, seed=cfg.seed)
-        base_enc = type(train_enc)([train_enc.ids[i] for i in base_idx], train_enc.labels[base_idx])
-        train_feats = extract(merged, family, base_enc, pad_id=pad_id, device=device, batch_size=fb,
-                              desc="features train", progress=cfg.progress)
-        lap("features_train_valid")
-        fitted = fit_baselines(train_feats.z, train_feats.labels, dataset.num_classes, cfg.baselines,
-                               rde_max_rows=cfg.baseline.rde_max_rows, rde_components=cfg.baseline.rde_components,
-                               seed=cfg.seed)
-        lap("baselines_fit")
-    else:
-        lap("features_train_valid")
 
-    in_features, num_classes, has_bias = backbones.head_shape(merged, family)
-    cls_params = classifier_params(backbones.classifier_module(merged, family))
-    head_variants = variants(cfg.heads, cfg.ablations, family.module, cfg.grid.alphas, cfg.grid.betas)
+def _extract(cfg: TrainConfig, inputs: _Inputs, merged, enc: Encoded, split: str) -> Features:
+    return extract(merged, inputs.family, enc, pad_id=inputs.pad_id, device=inputs.device,
+                   batch_size=cfg.feature_batch_size, desc=f"features {split}", progress=cfg.progress)
+
+
+def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, merged, clock: _StageClock) -> FittedBaselines | None:
+    """MD / RMD / RDE on the features of (at most ``md_max_rows``) TRAIN rows; None without baselines."""
+    if not cfg.baselines:
+        clock.lap("features_train_valid")
+        return None
+    train_enc = inputs.train_enc
+    base_idx = stratified_subsample(train_enc.labels, cfg.baseline.md_max_rows, seed=cfg.seed)
+    base_enc = Encoded([train_enc.ids[i] for i in base_idx], train_enc.labels[base_idx])
+    train_feats = _extract(cfg, inputs, merged, base_enc, "train")
+    clock.lap("features_train_valid")
+    fitted = fit_baselines(train_feats.z, train_feats.labels, inputs.dataset.num_classes, cfg.baselines,
+                           rde_max_rows=cfg.baseline.rde_max_rows, rde_components=cfg.baseline.rde_components,
+                           seed=cfg.seed)
+    clock.lap("baselines_fit")
+    return fitted
+
+
+def _fit_uncertainty_heads(cfg: TrainConfig, inputs: _Inputs, merged, valid: Features):
+    """(variants, grid results, float32 weights) of every head family, fitted and selected on VALID."""
+    cls_params = classifier_params(backbones.classifier_module(merged, inputs.family))
+    head_variants = variants(cfg.heads, cfg.ablations, inputs.family.module, cfg.grid.alphas, cfg.grid.betas)
     results = fit_heads(head_variants, cls_params, valid.z, valid.logits, valid.errors, cfg.grid, seed=cfg.seed)
     # Heads are stored (and therefore served) in float32: score with exactly those weights.
     head_weights = {n: {k: v.astype(np.float32) for k, v in r.params_.items()} for n, r in results.items()}
-    lap("heads_fit")
+    return head_variants, results, head_weights
 
-    test_enc = encode(tokenizer, dataset["test"].texts, dataset["test"].labels, cfg.max_length)
-    test = extract(merged, family, test_enc, pad_id=pad_id, device=device, batch_size=fb,
-                   desc="features test", progress=cfg.progress)
-    lap("features_test")
 
-    kinds = {v.name: v for v in head_variants}
-    split_scores = {}
-    for split, feats in (("valid", valid), ("test", test)):
-        s = {"sr": reference.softmax_response(feats.logits), "entropy": reference.entropy(feats.logits)}
-        if fitted is not None:
-            s.update(fitted.scores(feats.z))
-        for name, w in head_weights.items():
-            s[name] = score_numpy(kinds[name].score, forward_numpy(w, feats.z), cfg.grid.lam)
-        split_scores[split] = s
-    lap("scores")
+def _score_split(cfg: TrainConfig, baselines: FittedBaselines | None, head_variants: list[HeadVariant],
+                 head_weights: dict[str, dict[str, np.ndarray]], feats: Features) -> dict[str, np.ndarray]:
+    """Every method's U on one split: sr, entropy, the distance baselines, the heads and ablations."""
+    out = {"sr": softmax_response(feats.logits), "entropy": entropy(feats.logits)}
+    if baselines is not None:
+        out.update(baselines.scores(feats.z))
+    score_of = {v.name: v.score for v in head_variants}
+    for name, weights in head_weights.items():
+        out[name] = score_numpy(score_of[name], forward_numpy(weights, feats.z), cfg.grid.lam)
+    return out
 
+
+def _write_checkpoint(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> Path:
+    """Model, heads, Mahalanobis statistics and scores, into a fresh sibling folder (returned)."""
     partial = cfg.out.parent / f".{cfg.out.name}.partial-{os.getpid()}"
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    merged, family = outputs.merged, inputs.family
     merged.to("cpu")
-    checkpoint.write_model(partial, merged, tokenizer)
+    checkpoint.write_model(partial, merged, inputs.tokenizer)
+    in_features, num_classes, has_bias = backbones.head_shape(merged, family)
     for kind in cfg.heads:
-        r = results[kind]
-        checkpoint.write_head(partial, kind, head_weights[kind], {
+        r = outputs.heads[kind]
+        checkpoint.write_head(partial, kind, outputs.head_weights[kind], {
             "lam": float(cfg.grid.lam), "module": family.module, "in_features": in_features,
             "num_classes": num_classes, "bias": bool(has_bias), "init": "classifier",
             "hyperparameters": r.hyperparameters_,
             "validation": {"roc_auc": r.roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_}})
+    fitted = outputs.baselines
     if fitted is not None and fitted.md:
         for l2 in (False, True):
             checkpoint.write_md(partial, fitted.md[l2].arrays(), l2)
-    for split, feats in (("valid", valid), ("test", test)):
-        checkpoint.write_scores(partial, split, feats.labels, feats.predictions, feats.errors, split_scores[split])
-    lap("write")
+    for split, feats in (("valid", outputs.valid), ("test", outputs.test)):
+        checkpoint.write_scores(partial, split, feats.labels, feats.predictions, feats.errors, outputs.scores[split])
+    return partial
 
-    record = {
+
+def _run_record(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> dict:
+    """The run record of ``training.json`` (without its timings)."""
+    family, device, dataset = inputs.family, inputs.device, inputs.dataset
+    valid, test, fitted = outputs.valid, outputs.test, outputs.baselines
+    return {
         "uehead_version": __version__,
         "versions": _versions(),
         "model": cfg.model, "architecture": family.name, "pooling": family.pooling,
@@ -178,23 +263,33 @@ def run(cfg: TrainConfig) -> Path:
                  "max_grad_norm": cfg.lora.max_grad_norm,
                  "precision": "bf16-autocast" if device.type == "cuda" else "fp32"},
         "heads": list(cfg.heads),
-        "ablations": [v.name for v in head_variants if v.name not in cfg.heads],
+        "ablations": [v.name for v in outputs.variants if v.name not in cfg.heads],
         "baselines": list(cfg.baselines),
-        "n_rows": {"train": len(train_enc), "valid": len(valid_enc), "test": len(test_enc)},
+        "n_rows": {"train": len(inputs.train_enc), "valid": len(inputs.valid_enc), "test": len(test.labels)},
         "accuracy": {s: float((f.predictions == f.labels).mean()) for s, f in (("valid", valid), ("test", test))},
-        "roc_auc_test": {m: float(roc_auc_rows(v[None, :], test.errors)[0]) if 0 < test.errors.sum() < len(test.errors)
-                         else None for m, v in split_scores["test"].items()},
+        "roc_auc_test": _test_roc_auc(outputs.scores["test"], test.errors),
         "head_selection": {n: {"hyperparameters": r.hyperparameters_, "roc_auc_select": r.roc_auc_,
-                               "init_roc_auc_select": r.init_roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_, "grid_points": len(r.grid_)}
-                           for n, r in results.items()},
+                               "init_roc_auc_select": r.init_roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_,
+                               "grid_points": len(r.grid_)}
+                           for n, r in outputs.heads.items()},
         "rde": ({"n_fit": fitted.rde[False].n_fit_, "n_components": int(fitted.rde[False].kpca_.n_components)}
                 if fitted is not None and fitted.rde else None),
-        "merge_max_abs_diff": merge_diff,
+        "merge_max_abs_diff": outputs.merge_diff,
         "config": cfg.to_dict(),
     }
-    timings["total"] = round(sum(timings.values()), 3)
-    record["timings_s"] = timings
-    checkpoint.write_json(partial / checkpoint.TRAINING_JSON, record)
+
+
+def _test_roc_auc(scores: dict[str, np.ndarray], errors: np.ndarray) -> dict[str, float | None]:
+    """ROC-AUC of every method on TEST; None for all when the model makes no errors or no correct rows."""
+    if not 0 < errors.sum() < len(errors):
+        return {m: None for m in scores}
+    aucs = roc_auc_rows(np.stack(list(scores.values())), errors)
+    return {m: float(a) for m, a in zip(scores, aucs)}
+
+
+def _publish(cfg: TrainConfig, partial: Path, record: dict) -> None:
+    """Write the record, then move the finished checkpoint into ``cfg.out`` (replacing an old one)."""
+    checkpoint.write_training(partial, record)
     _check_out(cfg.out)
     if cfg.out.exists():
         shutil.rmtree(cfg.out)
@@ -204,7 +299,6 @@ def run(cfg: TrainConfig) -> Path:
         path.chmod(0o755 if path.is_dir() else 0o644)
     if cfg.progress:
         _summary(cfg.out, record)
-    return cfg.out
 
 
 def _versions() -> dict[str, str]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HEAD_KINDS = ("adue", "alien")
+from uehead.scores import head_kinds
+
+#: The heads trained by default (any registered head kind can be requested).
+DEFAULT_HEADS = ("adue", "alien")
 BASELINE_KINDS = ("md", "rmd", "rde")
-ABLATIONS = ("adue_bce", "adue_bce_l2sp", "adue_bce_reg", "adue_rand_cls", "adue_rand_linear")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -91,12 +93,11 @@ class BaselineConfig:
     Attributes:
         md_max_rows: cap on training rows used for MD/RMD statistics (stratified, seeded); None = all.
         rde_max_rows: cap on training rows used to fit RDE. Kernel PCA costs O(n^2) memory and
-            O(n^2 k) time, and one MinCovDet runs per class, so the cap keeps RDE in seconds.
+            O(n^2 k) time, and one MinCovDet runs per class, so the cap bounds RDE's cost.
         rde_components: kernel-PCA components (further capped at half the smallest class count
             of the fitted rows so every per-class MinCovDet has more rows than dimensions).
             20, not the 100 some implementations use: MinCovDet's cost grows steeply with the
-            dimension (measured on the 2-core dev machine, one class of 500 rows: 0.2 s at 20
-            components, 4 s at 50, 20-40 s at 100), and it runs once per class and per +-L2.
+            dimension, and it runs once per class and per +-L2.
     """
 
     md_max_rows: int | None = None
@@ -112,7 +113,7 @@ class TrainConfig:
         model: ``minilm`` | ``smollm2`` | path to a local Hugging Face model folder (or a .gguf file).
         data: ``rotten_tomatoes`` | path to a dataset folder (see :mod:`uehead.datasets`).
         out: checkpoint folder to write (replaced if it already holds a checkpoint).
-        heads: uncertainty heads to train, a subset of ``("adue", "alien")``.
+        heads: uncertainty heads to train, registered head kinds (default ``("adue", "alien")``).
         max_train: cap on LoRA training rows (a stratified, fixed subsample); None = all.
         epochs: LoRA fine-tuning epochs.
         max_length: token truncation length.
@@ -132,7 +133,7 @@ class TrainConfig:
     model: str
     data: str
     out: Path
-    heads: tuple[str, ...] = HEAD_KINDS
+    heads: tuple[str, ...] = DEFAULT_HEADS
     max_train: int | None = None
     epochs: int = 3
     max_length: int = 128
@@ -151,9 +152,9 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
         heads = _as_tuple(self.heads)
-        bad = [h for h in heads if h not in HEAD_KINDS]
+        bad = [h for h in heads if h not in head_kinds()]
         if bad:
-            raise ValueError(f"heads={bad}: unknown head kind; choose from {', '.join(HEAD_KINDS)} "
+            raise ValueError(f"heads={bad}: unknown head kind; choose from {', '.join(head_kinds())} "
                              "(e.g. --heads adue,alien)")
         object.__setattr__(self, "heads", tuple(dict.fromkeys(heads)))
         baselines = _as_tuple(self.baselines)

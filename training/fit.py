@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from uehead import scores as reference
+
+from uehead.datasets import DataError, stratified_split
+from uehead.evaluation.metrics import roc_auc_rows
+from uehead.scores import normalized_entropy, softmax_response
 from uehead.training import losses
 from uehead.training.config import HeadGridConfig
 from uehead.training.heads import HeadVariant, forward_stacked, random_params, score_torch
-
-from uehead.datasets import DataError, stratified_split
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -60,20 +61,6 @@ def split_fit_select(errors: np.ndarray, select_fraction: float, seed: int) -> t
     return fit, select
 
 
-def roc_auc_rows(scores: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """ROC-AUC of each row of ``scores`` [K, N] against binary ``errors`` [N] (ties averaged; NaN-safe)."""
-    from scipy.stats import rankdata
-
-    scores = np.asarray(scores, dtype=np.float64)
-    e = np.asarray(errors).astype(bool)
-    n_pos, n_neg = int(e.sum()), int((~e).sum())
-    bad = ~np.isfinite(scores).all(axis=1)
-    ranks = rankdata(np.where(np.isfinite(scores), scores, 0.0), axis=1)
-    auc = (ranks[:, e].sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    auc[bad] = np.nan
-    return auc
-
-
 @contextlib.contextmanager
 def _threads(n: int):
     old = torch.get_num_threads()
@@ -92,8 +79,7 @@ def fit_variant(variant: HeadVariant, init: dict[str, np.ndarray], z: np.ndarray
     ``z``, ``logits`` and ``errors`` are the VALIDATION split's features, task logits and e.
     """
     dtype = torch.float32 if variant.module == "dense_tanh_linear" else torch.float64
-    target_np = (reference.softmax_response(logits) if variant.target == "sr"
-                 else reference.normalized_entropy(logits))
+    target_np = softmax_response(logits) if variant.target == "sr" else normalized_entropy(logits)
     zt = torch.as_tensor(np.asarray(z), dtype=dtype)
     et = torch.as_tensor(np.asarray(errors), dtype=dtype)
     tt = torch.as_tensor(target_np, dtype=dtype)

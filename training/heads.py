@@ -21,9 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from uehead import scores as reference
+
+from uehead.scores import DEFAULT_LAMBDA, head_kind, head_kinds, head_params, resolve
+from uehead.training.losses import sigmoid_uncertainty
 
 MODULES = ("linear", "dense_tanh_linear", "sigmoid_linear")
+#: Score of the ``adue_rand_linear`` ablation only (a one-output head whose sigmoid is U); not a
+#: registered head kind, so it is never saved as a head nor served from a bundle.
+SIGMOID_SCORE = "sigmoid"
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,13 @@ class HeadVariant:
 
     Attributes:
         name: score name in the checkpoint (``adue``, ``alien``, ``adue_bce``, ...).
-        score: ``adue`` | ``alien`` | ``sigmoid`` (how the head's output becomes U).
+        score: a registered head kind (:func:`uehead.scores.head_kind`) or ``sigmoid`` (the
+            ablation-only score of ``adue_rand_linear``): how the head's output becomes U.
         init: ``classifier`` (copy of the task head) | ``random`` (PyTorch default Linear init).
         module: ``linear`` | ``dense_tanh_linear`` | ``sigmoid_linear``.
         alphas / betas: grid values of the alignment and L2-SP weights (``(0.0,)`` disables a term).
-        target: ``sr`` (U_SR) or ``nent`` (U_H / log C), the alignment target.
+        target: ``sr`` (U_SR) or ``nent`` (U_H / log C), the alignment target; by default the
+            registered kind's ``target`` (``sr`` for the sigmoid ablation, an AdUE variant).
     """
 
     name: str
@@ -45,18 +52,17 @@ class HeadVariant:
     module: str
     alphas: tuple[float, ...]
     betas: tuple[float, ...]
-    target: str
+    target: str | None = None
+
+    def __post_init__(self):
+        if self.target is None:
+            target = "sr" if self.score == SIGMOID_SCORE else head_kind(self.score).target
+            object.__setattr__(self, "target", target)
 
 
 def classifier_params(classifier: torch.nn.Module) -> dict[str, np.ndarray]:
     """The classifier's own state_dict as float64 numpy arrays (keys unchanged)."""
     return {k: v.detach().cpu().double().numpy().copy() for k, v in classifier.state_dict().items()}
-
-
-def module_of(params: dict[str, np.ndarray]) -> str:
-    if "dense.weight" in params:
-        return "dense_tanh_linear"
-    return "sigmoid_linear" if params["weight"].shape[0] == 1 else "linear"
 
 
 def random_params(module: str, in_features: int, num_classes: int, bias: bool, seed: int) -> dict[str, np.ndarray]:
@@ -98,28 +104,20 @@ def forward_stacked(params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.T
     return out + params["bias"][:, None, :] if "bias" in params else out
 
 
-def score_numpy(score: str, outputs: np.ndarray, lam: float = 100.0) -> np.ndarray:
-    """U from head outputs through the shared numpy reference (higher = more uncertain)."""
-    if score == "adue":
-        return reference.adue_uncertainty(outputs, lam)
-    if score == "alien":
-        return reference.alien_uncertainty(outputs)
-    if score == "sigmoid":
+def score_numpy(score: str, outputs: np.ndarray, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """U from head outputs through the registry's numpy reference (higher = more uncertain)."""
+    if score == SIGMOID_SCORE:
         return 1.0 / (1.0 + np.exp(-np.asarray(outputs, dtype=np.float64)[:, 0]))
-    raise ValueError(f"unknown head score {score!r}")
+    kind = head_kind(score)
+    return kind.score_reference(outputs, **head_params(kind, {"lam": lam}))
 
 
 def score_torch(score: str, outputs: torch.Tensor, lam: float) -> torch.Tensor:
-    """Differentiable U from stacked head outputs [K, N, C] -> [K, N]."""
-    from uehead.training import losses
-
-    if score == "adue":
-        return losses.adue_uncertainty(outputs, lam)
-    if score == "alien":
-        return losses.alien_uncertainty(outputs)
-    if score == "sigmoid":
-        return losses.sigmoid_uncertainty(outputs)
-    raise ValueError(f"unknown head score {score!r}")
+    """Differentiable U from stacked head outputs [K, N, C] -> [K, N] (the kind's torch twin)."""
+    if score == SIGMOID_SCORE:
+        return sigmoid_uncertainty(outputs)
+    kind = head_kind(score)
+    return resolve(kind.torch_twin)(outputs, **head_params(kind, {"lam": lam}))
 
 
 def variants(heads: tuple[str, ...], ablations: bool, module: str, alphas: tuple[float, ...],
@@ -132,15 +130,11 @@ def variants(heads: tuple[str, ...], ablations: bool, module: str, alphas: tuple
     loss, a random single ``Linear(H, 1)`` whose sigmoid is U; the project's reading of the paper's
     "random linear", which differs from "rand cls" even when the classifier is one linear layer).
     """
-    out = []
-    if "adue" in heads:
-        out.append(HeadVariant("adue", "adue", "classifier", module, alphas, betas, "sr"))
-    if "alien" in heads:
-        out.append(HeadVariant("alien", "alien", "classifier", module, alphas, betas, "nent"))
+    out = [HeadVariant(kind, kind, "classifier", module, alphas, betas) for kind in head_kinds() if kind in heads]
     if ablations:
-        out += [HeadVariant("adue_bce", "adue", "classifier", module, (0.0,), (0.0,), "sr"),
-                HeadVariant("adue_bce_l2sp", "adue", "classifier", module, (0.0,), betas, "sr"),
-                HeadVariant("adue_bce_reg", "adue", "classifier", module, alphas, (0.0,), "sr"),
-                HeadVariant("adue_rand_cls", "adue", "random", module, alphas, betas, "sr"),
-                HeadVariant("adue_rand_linear", "sigmoid", "random", "sigmoid_linear", alphas, betas, "sr")]
+        out += [HeadVariant("adue_bce", "adue", "classifier", module, (0.0,), (0.0,)),
+                HeadVariant("adue_bce_l2sp", "adue", "classifier", module, (0.0,), betas),
+                HeadVariant("adue_bce_reg", "adue", "classifier", module, alphas, (0.0,)),
+                HeadVariant("adue_rand_cls", "adue", "random", module, alphas, betas),
+                HeadVariant("adue_rand_linear", SIGMOID_SCORE, "random", "sigmoid_linear", alphas, betas)]
     return out

@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from uehead.training.baselines import MahalanobisBaseline, RobustDensityBaseline, fit_baselines, l2_normalize
+from uehead.runtime.distances import Baselines, fit_mahalanobis, l2_normalize, load_baselines
+from uehead.training.baselines import RobustDensityBaseline, fit_baselines
 from uehead.training.data import collate, sorted_batches, stratified_subsample, training_batches
 
 
@@ -53,7 +54,7 @@ def _blobs(n=300, h=5, c=3, seed=0):
 @pytest.mark.parametrize("l2", [False, True])
 def test_md_and_rmd_match_brute_force(l2):
     z, labels = _blobs()
-    md = MahalanobisBaseline(l2).fit(z, labels, 3)
+    md = fit_mahalanobis(z, labels, 3, l2_normalize=l2)
     zz = l2_normalize(z) if l2 else z
     mus = np.stack([zz[labels == c].mean(0) for c in range(3)])
     cov = sum((zz[labels == c] - mus[c]).T @ (zz[labels == c] - mus[c]) for c in range(3)) / len(zz)
@@ -65,8 +66,8 @@ def test_md_and_rmd_match_brute_force(l2):
     d0 = np.einsum("nh,hk,nk->n", tt - zz.mean(0), gprec, tt - zz.mean(0))
     np.testing.assert_allclose(md.md(test), d.min(1), rtol=1e-8)
     np.testing.assert_allclose(md.rmd(test), d.min(1) - d0, rtol=1e-7, atol=1e-7)
-    np.testing.assert_allclose(md.precision_, prec, rtol=1e-6)
-    again = MahalanobisBaseline.from_arrays(md.arrays(), l2)
+    np.testing.assert_allclose(md.precision, prec, rtol=1e-6)
+    again = Baselines.from_arrays(md.arrays(), l2)
     np.testing.assert_allclose(again.md(test), md.md(test), rtol=1e-8)
     # far from every class = more uncertain
     assert md.md(np.full((1, 5), 50.0))[0] > np.percentile(md.md(z), 99) or l2
@@ -75,10 +76,10 @@ def test_md_and_rmd_match_brute_force(l2):
 def test_md_survives_fewer_rows_than_dimensions():
     rng = np.random.RandomState(0)
     z, labels = rng.randn(10, 40), np.arange(10) % 2
-    s = MahalanobisBaseline().fit(z, labels, 2).md(rng.randn(4, 40))
+    s = fit_mahalanobis(z, labels, 2).md(rng.randn(4, 40))
     assert np.isfinite(s).all()
     with pytest.raises(ValueError, match="classes \\[2\\]"):
-        MahalanobisBaseline().fit(z, labels, 3)
+        fit_mahalanobis(z, labels, 3)
 
 
 def test_rde_caps_rows_is_deterministic_and_finite():
@@ -94,3 +95,29 @@ def test_rde_caps_rows_is_deterministic_and_finite():
     assert few.kpca_.n_components == 5, "capped at half the smallest class count (10 rows per class)"
     fitted = fit_baselines(z, labels, 3, ("md", "rde"), rde_max_rows=300, rde_components=4)
     assert set(fitted.scores(z[:7])) == {"md", "md_l2", "rde", "rde_l2"}
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_training_time_and_served_md_rmd_agree(l2, tmp_path):
+    # Features with a near-singular direction and fewer rows than dimensions in one class, so the
+    # pseudo-inverse drops eigenvalues; the scores must still be the ones a bundle serves.
+    from uehead.bundle import BASELINES_FILE
+    from uehead.training import checkpoint
+
+    rng = np.random.RandomState(3)
+    h = 48
+    mix = rng.randn(h, h)
+    mix[:, -1] = mix[:, 0] * (1 + 1e-9)
+    z = (rng.randn(150, h) @ mix) * 0.2 + 4.0
+    labels = np.r_[np.zeros(120, int), np.ones(20, int), np.full(10, 2)]
+    fitted = fit_baselines(z, labels, 3, ("md", "rmd"))
+    test = (rng.randn(60, h) @ mix) * 0.3 + 4.0
+    trained = fitted.scores(test)
+
+    written = checkpoint.write_md(tmp_path, fitted.md[l2].arrays(), l2)
+    (tmp_path / BASELINES_FILE).write_bytes(written.read_bytes())  # export copies md.npz unchanged
+    served = load_baselines(tmp_path / BASELINES_FILE, num_classes=3, feature_size=h, l2_normalize=l2)
+    sfx = "_l2" if l2 else ""
+    np.testing.assert_allclose(served.md(test), trained["md" + sfx], rtol=1e-6)
+    scale = np.abs(trained["md" + sfx]).max()
+    np.testing.assert_allclose(served.rmd(test), trained["rmd" + sfx], rtol=1e-6, atol=1e-6 * scale)

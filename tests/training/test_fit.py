@@ -7,12 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from uehead import scores as reference
+from uehead.evaluation.metrics import roc_auc_rows
+from uehead.scores import adue_uncertainty, normalized_entropy, softmax_response
 from uehead.training import (
     HeadGridConfig,
     losses,
 )
-from uehead.training.fit import HeadFitError, fit_heads, fit_variant, roc_auc_rows, split_fit_select
+from uehead.training.fit import HeadFitError, fit_heads, fit_variant, split_fit_select
 from uehead.training.heads import HeadVariant, forward_numpy, score_numpy, variants
 
 
@@ -46,14 +47,14 @@ def test_split_is_stratified_disjoint_and_needs_errors():
         split_fit_select(np.zeros(50, dtype=np.int8), 0.5, seed=0)
 
 
-@pytest.mark.parametrize("score,ref", [("adue", lambda l: reference.adue_uncertainty(l, 100.0)),
-                                       ("alien", reference.normalized_entropy)])
+@pytest.mark.parametrize("score,ref", [("adue", lambda l: adue_uncertainty(l, 100.0)),
+                                       ("alien", normalized_entropy)])
 def test_head_at_init_reproduces_the_models_scores(score, ref):
     z, cls, logits, _ = _problem()
     u = score_numpy(score, forward_numpy(cls, z), 100.0)
     np.testing.assert_allclose(u, ref(logits), atol=1e-6)  # logits are float32 copies of the same product
     if score == "adue":  # 1 - SmoothMax is below U_SR by at most log(C)/lam
-        gap = reference.softmax_response(logits) - u
+        gap = softmax_response(logits) - u
         assert (gap >= -1e-6).all() and (gap <= np.log(3) / 100 + 1e-6).all()
 
 
@@ -66,7 +67,7 @@ def test_zero_learning_rate_keeps_the_initialisation_exactly():
     for k in cls:
         np.testing.assert_array_equal(res.params_[k], cls[k])
     u = score_numpy("alien", forward_numpy(res.params_, z))
-    np.testing.assert_allclose(u, reference.normalized_entropy(logits), atol=1e-6)
+    np.testing.assert_allclose(u, normalized_entropy(logits), atol=1e-6)
     assert res.roc_auc_ == pytest.approx(res.init_roc_auc_)
 
 
@@ -83,7 +84,7 @@ def test_stacked_grid_equals_separate_torch_adam_runs():
     opt = torch.optim.Adam(list(w.values()), lr=hp["lr"])
     zf = torch.as_tensor(z[fit], dtype=torch.float64)
     ef = torch.as_tensor(errors[fit], dtype=torch.float64)
-    tf = torch.as_tensor(reference.softmax_response(logits)[fit])
+    tf = torch.as_tensor(softmax_response(logits)[fit])
     gen = torch.Generator().manual_seed(7)
     for _ in range(hp["epochs"]):
         for b in torch.randperm(len(fit), generator=gen).split(grid.batch_size):

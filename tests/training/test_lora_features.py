@@ -94,7 +94,7 @@ def test_wrong_pooling_is_detected(llama_dir, tiny_data):
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 def test_head_copy_of_the_classifier_reproduces_the_models_scores(arch, bert_dir, llama_dir, tiny_data):
-    from uehead import scores as reference
+    from uehead.scores import adue_uncertainty, normalized_entropy
     from uehead.training.backbones import classifier_module
     from uehead.training.heads import classifier_params, forward_numpy, score_numpy
 
@@ -104,5 +104,5 @@ def test_head_copy_of_the_classifier_reproduces_the_models_scores(arch, bert_dir
     assert set(params) == ({"weight", "bias"} if arch == "bert" else {"weight"})
     out = forward_numpy(params, feats.z)
     np.testing.assert_allclose(out, feats.logits, atol=1e-5)
-    np.testing.assert_allclose(score_numpy("alien", out), reference.normalized_entropy(feats.logits), atol=1e-5)
-    np.testing.assert_allclose(score_numpy("adue", out), reference.adue_uncertainty(feats.logits, 100.0), atol=1e-5)
+    np.testing.assert_allclose(score_numpy("alien", out), normalized_entropy(feats.logits), atol=1e-5)
+    np.testing.assert_allclose(score_numpy("adue", out), adue_uncertainty(feats.logits, 100.0), atol=1e-5)

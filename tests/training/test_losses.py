@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from uehead import scores as reference
+from uehead.scores import adue_uncertainty, alien_uncertainty
 from uehead.training import losses
 from uehead.training.heads import forward_numpy, forward_stacked, score_numpy
 
@@ -18,11 +18,11 @@ def test_torch_scores_equal_numpy_reference(c):
     rng = np.random.RandomState(c)
     logits = np.concatenate([rng.randn(50, c) * 4, np.zeros((1, c)), np.eye(c)[:1] * 60])
     t = torch.as_tensor(logits, dtype=torch.float64)
-    np.testing.assert_allclose(losses.adue_uncertainty(t, 100.0).numpy(), reference.adue_uncertainty(logits, 100.0),
+    np.testing.assert_allclose(losses.adue_uncertainty(t, 100.0).numpy(), adue_uncertainty(logits, 100.0),
                                rtol=0, atol=1e-12)
-    np.testing.assert_allclose(losses.alien_uncertainty(t).numpy(), reference.alien_uncertainty(logits),
+    np.testing.assert_allclose(losses.alien_uncertainty(t).numpy(), alien_uncertainty(logits),
                                rtol=0, atol=1e-12)
-    np.testing.assert_allclose(score_numpy("adue", logits, 100.0), reference.adue_uncertainty(logits, 100.0))
+    np.testing.assert_allclose(score_numpy("adue", logits, 100.0), adue_uncertainty(logits, 100.0))
 
 
 def test_stacked_forward_equals_numpy_forward_and_roberta_head():
@@ -109,3 +109,27 @@ def test_l2sp_is_zero_with_zero_gradient_at_init_and_pulls_back_elsewhere():
     for (k, p), g in zip(moved.items(), grads):
         stepped = p.detach() - 0.1 * g
         assert ((stepped - init[k]).abs() < (p.detach() - init[k]).abs()).all()
+
+
+def test_a_registered_head_kind_trains_without_editing_training():
+    # A toy kind: the ALIEN formula aligned to U_SR. Registry entry only; training dispatches to it.
+    from uehead.scores import HeadKind, register_head_kind, unregister_head_kind
+    from uehead.training import TrainConfig
+    from uehead.training.heads import score_torch, variants
+
+    register_head_kind(HeadKind(
+        name="toy_entropy", summary="H(softmax(h(z))) / log C, aligned to U_SR", reference=alien_uncertainty,
+        kernel="uehead.runtime.kernels:alien_uncertainty", torch_twin="uehead.training.losses:alien_uncertainty",
+        target="sr"))
+    try:
+        assert TrainConfig(model="m", data="d", out="o", heads=("toy_entropy",)).heads == ("toy_entropy",)
+        (variant,) = variants(("toy_entropy",), False, "linear", (0.0,), (0.0,))
+        assert (variant.name, variant.score, variant.target) == ("toy_entropy", "toy_entropy", "sr")
+        logits = np.random.RandomState(0).randn(7, 3)
+        np.testing.assert_allclose(score_numpy("toy_entropy", logits), alien_uncertainty(logits))
+        stacked = torch.as_tensor(np.stack([logits, logits]))
+        np.testing.assert_allclose(score_torch("toy_entropy", stacked, 100.0)[1].numpy(), alien_uncertainty(logits),
+                                   atol=1e-12)
+    finally:
+        unregister_head_kind("toy_entropy")
+    assert variants(("adue", "alien"), False, "linear", (0.0,), (0.0,))[1].target == "nent"

@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training_settings import SMALL_BASELINE, SMALL_GRID
-from uehead import scores as reference
+from uehead.runtime.distances import Baselines
+from uehead.scores import adue_uncertainty, alien_uncertainty, softmax_response
 from uehead.training import api, checkpoint, train
-from uehead.training.baselines import MahalanobisBaseline
 from uehead.training.heads import forward_numpy
 
 from uehead.datasets import DataError
@@ -84,14 +84,14 @@ def test_round_trip_with_plain_transformers(bert_ckpt, tiny_data):
     z, logits = _z_and_logits(model, tok, ds["test"].texts)
     s = checkpoint.read_scores(bert_ckpt, "test")
     np.testing.assert_array_equal(logits.argmax(1), s["predictions"])
-    np.testing.assert_allclose(reference.softmax_response(logits), s["sr"], atol=1e-5)
+    np.testing.assert_allclose(softmax_response(logits), s["sr"], atol=1e-5)
     for kind in ("adue", "alien"):
         weights, cfg = checkpoint.read_head(bert_ckpt, kind)
         out = forward_numpy(weights, z)
-        u = reference.adue_uncertainty(out, cfg["lam"]) if kind == "adue" else reference.alien_uncertainty(out)
+        u = adue_uncertainty(out, cfg["lam"]) if kind == "adue" else alien_uncertainty(out)
         np.testing.assert_allclose(u, s[kind], atol=1e-5)
     for l2 in (False, True):
-        md = MahalanobisBaseline.from_arrays(checkpoint.read_md(bert_ckpt, l2), l2=l2)
+        md = Baselines.from_arrays(checkpoint.read_md(bert_ckpt, l2), l2_normalize=l2)
         sfx = "_l2" if l2 else ""
         np.testing.assert_allclose(md.md(z), s["md" + sfx], rtol=1e-4, atol=1e-4)
         # RMD is a difference of two distances: z's float32 noise (padding widths differ) scales with them

@@ -19,7 +19,7 @@ def run(bundle: str, input_dir: str, output_dir: str, *, workers: int = 1, threa
         text_column: str = "text", batch_size: int = 256) -> None:
     import ray
 
-    from uehead.runtime.batch import PREDICTION_COLUMNS
+    from uehead.runtime.batch_schema import PREDICTION_COLUMNS
     from uehead.runtime.ray_data import BundlePredictor
 
     ds = ray.data.read_parquet(input_dir)

@@ -20,7 +20,9 @@ import sys
 
 import numpy as np
 
-SCORE_FIELDS = ("label", "label_id", "probs", "uncertainty", "softmax_response", "entropy")
+from uehead.runtime.batch_schema import PREDICTION_COLUMNS
+
+SCORE_FIELDS = PREDICTION_COLUMNS[:-1]  # the batch job's columns, all but ``error``
 
 
 def make_predict_fn(bundle: str, *, threads: int = 1, batch_size: int = 32):
@@ -28,7 +30,7 @@ def make_predict_fn(bundle: str, *, threads: int = 1, batch_size: int = 32):
 
     def make():
         from uehead.runtime import load
-        from uehead.runtime.batch import predict_columns
+        from uehead.runtime.batch_schema import predict_columns
 
         model = load(bundle, threads=threads)  # threads = spark.task.cpus
         num_classes = len(model.labels)

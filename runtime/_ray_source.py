@@ -2,14 +2,14 @@
 
 Imported only by :mod:`uehead.runtime.ray_data`, after ``ray`` was found. Why not ``ray.data.read_json``
 and friends: Ray reads JSON Lines with pandas, which turns the id ``"007"`` into ``7`` and the text
-``"1"`` into a number; reading with :func:`uehead.runtime.batch_formats.read_chunks` gives the
+``"1"`` into a number; reading with :func:`uehead.runtime.batch_readers.read_chunks` gives the
 single-process job's exact values, blank-line and CSV-cell rules, and error messages, streaming.
 
 Each block holds ``chunk_rows`` consecutive rows with the columns
 
 * ``__row``: the 0-based row number in the file (the order key, checked by the driver);
 * ``__text``: the text, null where the row has none that can be predicted;
-* ``__error``: null, or why the row has no usable text (:func:`uehead.runtime.batch.text_errors`);
+* ``__error``: null, or why the row has no usable text (:func:`uehead.runtime.batch_schema.text_errors`);
 * ``__id`` (with an id column): the id in its Arrow type (CSV: string; Parquet: the file's type),
   or JSON-encoded for JSONL, whose ids may be of any JSON type (the driver decodes them).
 """
@@ -30,11 +30,11 @@ def read_blocks(path: str, fmt: str, text_column: str, id_column: str | None, ch
 
     import pyarrow as pa
 
-    from uehead.runtime.batch import text_errors
-    from uehead.runtime.batch_formats import _id_arrow_type, read_chunks
+    from uehead.runtime.batch_readers import id_arrow_type, read_chunks
+    from uehead.runtime.batch_schema import text_errors
 
     src = Path(path)
-    id_type = _id_arrow_type(src, fmt, id_column) if id_column is not None and fmt != "jsonl" else None
+    id_type = id_arrow_type(src, fmt, id_column) if id_column is not None and fmt != "jsonl" else None
     row = 0
     for chunk in read_chunks(src, fmt, text_column=text_column, id_column=id_column, chunk_rows=chunk_rows):
         n = len(chunk.texts)

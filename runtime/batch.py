@@ -13,161 +13,92 @@ the input's id (the ``id_column`` value, or the 0-based data-row number in a col
 then ``label``, ``label_id``, ``probs`` (list of floats), ``uncertainty``, ``softmax_response``,
 ``entropy`` and ``error``: null, or why the row has no prediction (its text is missing, null or not a
 string; in CSV an empty cell counts as missing). Such rows keep their place with null predictions.
-Blank lines are not rows. The one place this schema lives is :func:`prediction_columns` (and
-:func:`prediction_arrow_schema` for Arrow); the Ray integration reuses :func:`predict_columns`.
+Blank lines are not rows. The one place this schema lives is :mod:`uehead.runtime.batch_schema`
+(re-exported here); the Ray engine (:mod:`uehead.runtime.ray_data`) writes the same rows.
 
 Atomic and resumable: rows go to ``<output>.partial`` (Parquet: one part file per chunk in
 ``<output>.partial.parts/``, merged at the end) and, after each chunk is durably written,
 ``<output>.progress.json`` records how far the job got. ``output`` itself only appears, by rename, once
 every row is written. ``resume=True`` continues a killed run: the partial output is cut back to the
 last recorded chunk and reading restarts at the next input row, so no row is duplicated or skipped.
+
+The pieces: :mod:`~uehead.runtime.batch_formats` (suffixes), :mod:`~uehead.runtime.batch_readers`,
+:mod:`~uehead.runtime.batch_sinks`, :mod:`~uehead.runtime.batch_schema`, and
+:mod:`~uehead.runtime.batch_job`, the job loop this module shares with the Ray engine.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from uehead.datasets import DataError
-from uehead.runtime.batch_formats import (FORMATS, file_format, make_sink, pyarrow_modules, read_chunks,
-                                          row_count_estimate)
+from uehead.errors import DataError
+from uehead.runtime.batch_formats import FORMATS
+from uehead.runtime.batch_job import BatchJob, BatchReport, check_job, run_job
+from uehead.runtime.batch_schema import (PREDICTION_COLUMNS, ROW_ID_COLUMN, output_columns, predict_columns,
+                                         prediction_arrow_schema, prediction_columns, text_errors)
+from uehead.runtime.model import BLOCK_ROWS
 
-PREDICTION_COLUMNS = ("label", "label_id", "probs", "uncertainty", "softmax_response", "entropy", "error")
-ROW_ID_COLUMN = "row"
-PROGRESS_VERSION = 1
-
+# The schema's names are re-exported: this module is the batch job's public entry point.
 __all__ = ["BatchReport", "PREDICTION_COLUMNS", "ROW_ID_COLUMN", "FORMATS", "output_columns", "text_errors",
            "prediction_columns", "predict_columns", "prediction_arrow_schema", "predict_file"]
 
-
-@dataclass(frozen=True)
-class BatchReport:
-    """What a :func:`predict_file` job did. ``rows``/``error_rows`` count the whole output, resumed part included."""
-
-    rows: int
-    error_rows: int
-    seconds: float        # wall time of this call
-    output: Path
-    resumed_from: int = 0  # rows already done by an earlier, interrupted run (0 = fresh run)
-
-    @property
-    def rows_per_second(self) -> float:
-        done = self.rows - self.resumed_from
-        return done / self.seconds if self.seconds > 0 else math.inf
+PROGRESS_VERSION = 1
 
 
-# ----------------------------------------------------------------------------- the column schema
-def output_columns(id_name: str = ROW_ID_COLUMN) -> tuple[str, ...]:
-    """Column names of an output row, in order: the id, then :data:`PREDICTION_COLUMNS`."""
-    return (id_name, *PREDICTION_COLUMNS)
+def predict_file(model: Any, input: str | os.PathLike, output: str | os.PathLike, *, text_column: str = "text",
+                 id_column: str | None = None, batch_size: int = 32, resume: bool = False, progress: bool = True,
+                 chunk_rows: int = BLOCK_ROWS) -> BatchReport:
+    """Predict every row of ``input`` with ``model`` (anything with ``predict(texts, batch_size=)``) into ``output``.
 
-
-def text_errors(values: Sequence[Any], text_column: str = "text") -> list[str | None]:
-    """Per value: None when it is a usable text (a ``str``, empty allowed), else the row's error message.
-
-    None and float NaN (how pandas spells a missing cell) count as missing.
+    See the module docstring for formats, columns, atomicity and ``resume``. ``progress``: True = a
+    progress bar on stderr, a callable = called with the rows done after each chunk, False = silent.
+    Raises :class:`~uehead.errors.DataError` (bad input / options), ``FileNotFoundError`` (missing
+    input) or ``ImportError`` (Parquet without pyarrow), each naming the file and the fix.
     """
-    out: list[str | None] = []
-    for v in values:
-        if isinstance(v, str):
-            out.append(None)
-        elif v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(f"text missing: column {text_column!r} is absent, null or empty")
-        else:
-            out.append(f"text is not a string: column {text_column!r} holds a {type(v).__name__}")
-    return out
+    job = check_job(input, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
+                    chunk_rows=chunk_rows)
+    sidecar = job.output.with_name(job.output.name + ".progress.json")
+    identity = _identity(job)
+    saved = _load_progress(sidecar, identity) if resume else None
+    sink = job.sink()
+    if saved is not None and not sink.can_resume(saved["sink"]):
+        print(f"uehead: {job.partial} is missing or shorter than {sidecar} says; starting over.", file=sys.stderr)
+        saved = None
+    if saved is None:
+        sidecar.unlink(missing_ok=True)  # an older run's progress must never describe this run's partial
+
+    def record(rows_done: int, error_rows: int, position: dict | None) -> None:
+        _save_progress(sidecar, {**identity, "rows_done": rows_done, "error_rows": error_rows,
+                                 "reader": position, "sink": sink.commit()})
+
+    start_row = saved["rows_done"] if saved else 0
+    pieces = _predicted_chunks(model, job, start_row, saved["reader"] if saved else None)
+    report = run_job(job, sink, pieces, progress=progress, resumed=saved, record=record)
+    sidecar.unlink(missing_ok=True)
+    return report
 
 
-def prediction_columns(preds: Any, ids: Sequence[Any], errors: Sequence[str | None], *,
-                       id_name: str = ROW_ID_COLUMN) -> dict[str, list]:
-    """Turn a Predictions over the error-free rows into the output's columns (plain Python lists).
-
-    ``ids`` and ``errors`` cover every row; ``preds`` covers, in order, only the rows whose error is
-    None (it may be None when there are none). Rows with an error get null predictions.
-    """
-    n = len(errors)
-    if len(ids) != n:
-        raise ValueError(f"got {len(ids)} ids for {n} rows")
-    valid = [i for i, e in enumerate(errors) if e is None]
-    cols: dict[str, list] = {id_name: list(ids)}
-    for name in PREDICTION_COLUMNS[:-1]:
-        cols[name] = [None] * n
-    cols["error"] = list(errors)
-    if not valid:
-        return cols
-    if preds is None:
-        raise ValueError(f"{len(valid)} rows have a text but no predictions were given")
-    import numpy as np
-
-    values = {
-        "label": [str(x) for x in preds.labels],
-        "label_id": np.asarray(preds.label_ids, dtype=np.int64).tolist(),
-        "probs": np.asarray(preds.probs, dtype=np.float64).tolist(),
-        "uncertainty": np.asarray(preds.uncertainty, dtype=np.float64).tolist(),
-        "softmax_response": np.asarray(preds.softmax_response, dtype=np.float64).tolist(),
-        "entropy": np.asarray(preds.entropy, dtype=np.float64).tolist(),
-    }
-    for name, vals in values.items():
-        if len(vals) != len(valid):
-            raise ValueError(f"the model returned {len(vals)} {name} values for {len(valid)} texts")
-        col = cols[name]
-        for i, v in zip(valid, vals):
-            col[i] = v
-    return cols
+def _predicted_chunks(model: Any, job: BatchJob, start_row: int, position: dict | None):
+    """(output columns, reader position) per input chunk from ``start_row`` on."""
+    row = start_row
+    for chunk in job.read(start_row=start_row, position=position):
+        n = len(chunk.texts)
+        ids = chunk.ids if job.id_column is not None else list(range(row, row + n))
+        yield predict_columns(model, chunk.texts, ids, id_name=job.id_name, text_column=job.text_column,
+                              batch_size=job.batch_size), chunk.position
+        row += n
 
 
-def predict_columns(model: Any, texts: Sequence[Any], ids: Sequence[Any], *, id_name: str = ROW_ID_COLUMN,
-                    text_column: str = "text", batch_size: int = 32) -> dict[str, list]:
-    """Check the texts, predict the usable ones with ``model.predict``, return the output columns."""
-    errors = text_errors(texts, text_column)
-    usable = [t for t, e in zip(texts, errors) if e is None]
-    preds = model.predict(usable, batch_size=batch_size) if usable else None
-    return prediction_columns(preds, ids, errors, id_name=id_name)
-
-
-def prediction_arrow_schema(id_name: str = ROW_ID_COLUMN, id_type: Any = None):
-    """The Arrow schema of the output (``id_type`` defaults to int64, the type of row numbers)."""
-    pa, _ = pyarrow_modules()
-    f64 = pa.float64()
-    return pa.schema([(id_name, id_type if id_type is not None else pa.int64()), ("label", pa.string()),
-                      ("label_id", pa.int64()), ("probs", pa.list_(f64)), ("uncertainty", f64),
-                      ("softmax_response", f64), ("entropy", f64), ("error", pa.string())])
-
-
-# ----------------------------------------------------------------------------- the job
-def _check_args(src: Path, dst: Path, text_column: str, id_column: str | None, batch_size: int,
-                chunk_rows: int) -> tuple[str, str]:
-    in_fmt = file_format(src, "input")
-    out_fmt = file_format(dst, "output")
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: input file not found (or not a file). Check the --input path.")
-    if src.resolve() == dst.resolve():
-        raise DataError(f"{dst}: the output would overwrite the input. Choose another --output path.")
-    if not isinstance(batch_size, int) or batch_size < 1 or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"batch_size and chunk_rows must be positive integers, got {batch_size}, {chunk_rows}")
-    if not text_column:
-        raise DataError("the text column name is empty. Pass --text-column NAME.")
-    id_name = id_column or ROW_ID_COLUMN
-    if id_name in PREDICTION_COLUMNS:
-        raise DataError(f"--id-column {id_name!r} clashes with an output column ({', '.join(PREDICTION_COLUMNS)}). "
-                        "Rename that column in the input.")
-    if "parquet" in (in_fmt, out_fmt):
-        pyarrow_modules()  # fail before anything is written
-    if not dst.parent.is_dir():
-        raise FileNotFoundError(f"{dst.parent}: the output folder does not exist. Create it first.")
-    return in_fmt, out_fmt
-
-
-def _identity(src: Path, in_fmt: str, out_fmt: str, text_column: str, id_column: str | None) -> dict:
-    st = src.stat()
-    return {"version": PROGRESS_VERSION, "input": str(src.resolve()), "input_size": st.st_size,
-            "input_mtime_ns": st.st_mtime_ns, "input_format": in_fmt, "output_format": out_fmt,
-            "text_column": text_column, "id_column": id_column}
+# ----------------------------------------------------------------------------- the progress file
+def _identity(job: BatchJob) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    st = job.input.stat()
+    return {"version": PROGRESS_VERSION, "input": str(job.input.resolve()), "input_size": st.st_size,
+            "input_mtime_ns": st.st_mtime_ns, "input_format": job.input_format, "output_format": job.output_format,
+            "text_column": job.text_column, "id_column": job.id_column}
 
 
 def _load_progress(path: Path, identity: dict) -> dict | None:
@@ -194,75 +125,3 @@ def _save_progress(path: Path, data: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def predict_file(model: Any, input: str | os.PathLike, output: str | os.PathLike, *, text_column: str = "text",
-                 id_column: str | None = None, batch_size: int = 32, resume: bool = False, progress: bool = True,
-                 chunk_rows: int = 1024) -> BatchReport:
-    """Predict every row of ``input`` with ``model`` (anything with ``predict(texts, batch_size=)``) into ``output``.
-
-    See the module docstring for formats, columns, atomicity and ``resume``. Raises
-    :class:`~uehead.datasets.DataError` (bad input / options), ``FileNotFoundError`` (missing input) or
-    ``ImportError`` (Parquet without pyarrow), each naming the file and the fix.
-    """
-    start = time.perf_counter()
-    src, dst = Path(input), Path(output)
-    in_fmt, out_fmt = _check_args(src, dst, text_column, id_column, batch_size, chunk_rows)
-    id_name = id_column or ROW_ID_COLUMN
-    partial = dst.with_name(dst.name + ".partial")
-    sidecar = dst.with_name(dst.name + ".progress.json")
-    identity = _identity(src, in_fmt, out_fmt, text_column, id_column)
-
-    saved = _load_progress(sidecar, identity) if resume else None
-    sink = make_sink(out_fmt, partial, columns=output_columns(id_name), source=src, source_format=in_fmt,
-                     id_column=id_column, arrow_schema=prediction_arrow_schema)
-    if saved is not None and not sink.can_resume(saved["sink"]):
-        print(f"uehead: {partial} is missing or shorter than {sidecar} says; starting over.", file=sys.stderr)
-        saved = None
-    if saved is None:
-        sidecar.unlink(missing_ok=True)  # an older run's progress must never describe this run's partial
-    rows_done = saved["rows_done"] if saved else 0
-    error_rows = saved["error_rows"] if saved else 0
-    resumed_from = rows_done
-    bar = None
-    if progress:  # before anything is written: counting reads the input, which may turn out unreadable
-        from tqdm import tqdm
-
-        bar = tqdm(total=row_count_estimate(src, in_fmt), initial=rows_done, unit=" rows", desc=src.name,
-                   dynamic_ncols=True, file=sys.stderr)
-    committed = saved is not None  # is there progress on disk worth keeping if this run fails?
-    try:
-        sink.open(saved["sink"] if saved else None)
-        chunks = read_chunks(src, in_fmt, text_column=text_column, id_column=id_column, chunk_rows=chunk_rows,
-                             start_row=rows_done, position=saved["reader"] if saved else None)
-        for chunk in chunks:
-            n = len(chunk.texts)
-            ids = chunk.ids if id_column is not None else list(range(rows_done, rows_done + n))
-            cols = predict_columns(model, chunk.texts, ids, id_name=id_name, text_column=text_column,
-                                   batch_size=batch_size)
-            sink.write(cols)
-            rows_done += n
-            error_rows += sum(e is not None for e in cols["error"])
-            _save_progress(sidecar, {**identity, "rows_done": rows_done, "error_rows": error_rows,
-                                     "reader": chunk.position, "sink": sink.commit()})
-            committed = True
-            if bar is not None:
-                bar.update(n)
-                if error_rows:
-                    bar.set_postfix(error_rows=error_rows, refresh=False)
-        sink.finish(dst)
-    except BaseException:
-        sink.close()
-        if not committed:  # failed before the first chunk was recorded: nothing to resume from
-            sink.discard()
-        raise
-    finally:
-        sink.close()
-        if bar is not None:
-            if bar.total is not None and bar.n != bar.total and sink.finished:
-                bar.total = bar.n  # the estimate counted blank lines / quoted newlines
-                bar.refresh()
-            bar.close()
-    sidecar.unlink(missing_ok=True)
-    return BatchReport(rows=rows_done, error_rows=error_rows, seconds=time.perf_counter() - start, output=dst,
-                       resumed_from=resumed_from)

@@ -18,9 +18,10 @@ Two entry points:
   :mod:`uehead.runtime._ray_source`), predicted by a pool of such actors, written by the driver as
   ONE output file with the contract of :func:`uehead.runtime.batch.predict_file`: exactly the input's
   rows in the input's order, the same id / prediction / error columns, atomic (``<output>.partial``
-  renamed at the end). Order is explicit: every row carries its row number, the dataset runs with
-  ``preserve_order``, and the driver checks the numbers arrive as 0, 1, 2, ... There is no resume: a
-  failed run leaves no output and is re-run whole.
+  renamed at the end), through the local job's own loop (:mod:`uehead.runtime.batch_job`). Order is
+  explicit: every row carries its row number, the dataset runs with ``preserve_order``, and the
+  driver checks the numbers arrive as 0, 1, 2, ... There is no resume: a failed run leaves no output
+  and is re-run whole.
 
 Ray, pandas and pyarrow are imported lazily; without them an ImportError names the extra to install.
 """
@@ -31,23 +32,19 @@ import json
 import logging
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from uehead.bundle import load_manifest
-from uehead.runtime.batch import (PREDICTION_COLUMNS, ROW_ID_COLUMN, BatchReport, _check_args, output_columns,
-                                  prediction_arrow_schema, prediction_columns, text_errors)
-from uehead.runtime.batch_formats import make_sink, read_chunks, row_count_estimate
+from uehead.runtime.batch_job import BatchJob, BatchReport, check_job, run_job
+from uehead.runtime.batch_schema import PREDICTION_COLUMNS, predict_columns, prediction_arrow_schema
+from uehead.runtime.batch_sinks import BufferedSink
+from uehead.runtime.model import BLOCK_ROWS
 
 __all__ = ["BundlePredictor", "actor_threads", "predict_file_ray", "require_ray"]
 
 INSTALL_HINT = "pip install 'uehead[ray]' (pin the tested stack with: -c constraints.txt)"
-#: Rows per Ray block, hence per worker call, in :func:`predict_file_ray` (about: Ray cuts blocks by
-#: bytes); the batch job's default chunk. Big enough that Ray's per-block cost is small next to the
-#: model's, small enough that a few thousand rows keep several workers busy.
-CHUNK_ROWS = 1024
 #: The driver hands rows to the output file in pieces of at least this many.
 WRITE_ROWS = 8192
 
@@ -98,14 +95,14 @@ class BundlePredictor:
             predicted and keep that message in ``error``.
 
     Returns batches of the input's type (pandas DataFrame or pyarrow Table; numpy dict batches come
-    back as pyarrow) with :data:`~uehead.runtime.batch.PREDICTION_COLUMNS` appended. Rows whose text
+    back as pyarrow) with :data:`~uehead.runtime.batch_schema.PREDICTION_COLUMNS` appended. Rows whose text
     is missing, null or not a string keep their place with null predictions and a message in ``error``.
     """
 
     def __init__(self, bundle: str | os.PathLike, *, text_column: str = "text", batch_size: int = 32,
                  threads: int | None = None, keep_columns: list[str] | None = None,
                  empty_is_missing: bool = False, error_column: str | None = None):
-        from uehead.runtime.model import load
+        from uehead.runtime import load
 
         self.threads = threads if threads is not None else actor_threads()
         if self.threads is not None:
@@ -139,12 +136,9 @@ class BundlePredictor:
         texts = values(self.text_column) if self.text_column in names else [None] * n
         if self.empty_is_missing:
             texts = [None if t == "" else t for t in texts]
-        errors = text_errors(texts, self.text_column)
-        if self.error_column is not None and self.error_column in names:
-            errors = [u if isinstance(u, str) else e for u, e in zip(values(self.error_column), errors)]
-        usable = [t for t, e in zip(texts, errors) if e is None]
-        preds = self.model.predict(usable, batch_size=self.batch_size) if usable else None
-        cols = prediction_columns(preds, [None] * n, errors)
+        upstream = values(self.error_column) if self.error_column is not None and self.error_column in names else None
+        cols = predict_columns(self.model, texts, [None] * n, text_column=self.text_column,
+                               batch_size=self.batch_size, upstream_errors=upstream)
         schema = prediction_arrow_schema()
         new = {name: pa.array(cols[name], type=schema.field(name).type) for name in PREDICTION_COLUMNS}
         if isinstance(batch, pd.DataFrame):
@@ -172,7 +166,7 @@ def _start(ray, address: str | None, cpus_needed: int | None) -> bool:
 def predict_file_ray(bundle: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike, *,
                      text_column: str = "text", id_column: str | None = None, batch_size: int = 32,
                      num_workers: int | None = None, address: str | None = None, threads: int | None = None,
-                     progress: bool | Callable[[int], object] = True, chunk_rows: int = CHUNK_ROWS) -> BatchReport:
+                     progress: bool | Callable[[int], object] = True, chunk_rows: int = BLOCK_ROWS) -> BatchReport:
     """Predict every row of ``input`` on Ray Data into ONE ``output`` file (format by suffix).
 
     Same rows, order, columns and error rows as :func:`uehead.runtime.batch.predict_file`.
@@ -187,114 +181,86 @@ def predict_file_ray(bundle: str | os.PathLike, input: str | os.PathLike, output
         threads: ONNX Runtime intra-op threads per worker, also the CPUs each reserves (default 1).
         progress: True = a progress bar on stderr (rows/s, ETA); a callable is called with the rows
             written so far each time a block arrives (for monitoring); False = silent.
-        chunk_rows: rows per Ray block and per worker call.
+        chunk_rows: rows per Ray block and per worker call (about: Ray cuts blocks by bytes). The
+            default, the runtime's block, is big enough that Ray's per-block cost is small next to
+            the model's, small enough that a few thousand rows keep several workers busy.
 
     The input is read on the driver's node (the Ray Client server's for ``ray://``); the workers get
     its rows through Ray's object store. The driver writes the output. A Ray instance this call
     started is shut down before it returns.
     """
-    start = time.perf_counter()
-    src, dst = Path(input), Path(output)
-    in_fmt, out_fmt = _check_args(src, dst, text_column, id_column, batch_size, chunk_rows)
+    job = check_job(input, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
+                    chunk_rows=chunk_rows)
     for name, value in (("num_workers", num_workers), ("threads", threads)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name}={value!r}; pass a positive integer (or leave it out).")
     bundle = Path(bundle).resolve()
     load_manifest(bundle)  # a bad bundle fails here with a BundleError, not later inside every actor
     # A missing column or unreadable first rows fail here with the batch job's own messages.
-    first = read_chunks(src, in_fmt, text_column=text_column, id_column=id_column, chunk_rows=chunk_rows)
+    first = job.read()
     next(first, None)
     first.close()
     ray = require_ray()
 
     cpus_per_worker = threads or 1
     started = _start(ray, address, None if num_workers is None else num_workers * cpus_per_worker)
-    id_name = id_column or ROW_ID_COLUMN
-    sink = make_sink(out_fmt, dst.with_name(dst.name + ".partial"), columns=output_columns(id_name), source=src,
-                     source_format=in_fmt, id_column=id_column, arrow_schema=prediction_arrow_schema)
-    bar = None
     try:
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
-        workers = num_workers or max(1, cluster_cpus // cpus_per_worker)
-        if workers * cpus_per_worker > cluster_cpus:
-            print(f"uehead: {workers} workers x {cpus_per_worker} CPUs exceed the cluster's {cluster_cpus} CPUs; "
-                  "workers start as an autoscaler adds nodes (on a fixed cluster, lower --num-workers).",
-                  file=sys.stderr)
-        ds = _dataset(ray, src, in_fmt, bundle, text_column=text_column, id_column=id_column, batch_size=batch_size,
-                      chunk_rows=chunk_rows, workers=workers, cpus_per_worker=cpus_per_worker)
-        on_block = progress if callable(progress) else None
-        if progress is True:
-            from tqdm import tqdm
-
-            bar = tqdm(total=row_count_estimate(src, in_fmt), unit=" rows", desc=f"{src.name} (ray x{workers})",
-                       dynamic_ncols=True, file=sys.stderr)
-            on_block = lambda done: bar.update(done - bar.n)
-        sink.open(None)
-        rows, error_rows = _drain(ds, sink, id_name=id_name, id_format=in_fmt if id_column else None,
-                                  on_block=on_block)
-        sink.finish(dst)
-    except BaseException:
-        sink.close()
-        sink.discard()
-        raise
+        workers = _pool_size(ray, num_workers, cpus_per_worker)
+        ds = _dataset(ray, job, bundle, workers=workers, cpus_per_worker=cpus_per_worker)
+        pieces = _predicted_blocks(ds, id_name=job.id_name, id_format=job.input_format if id_column else None)
+        return run_job(job, BufferedSink(job.sink(), WRITE_ROWS), pieces, progress=progress,
+                       desc=f"{job.input.name} (ray x{workers})")
     finally:
-        sink.close()
-        if bar is not None:
-            if sink.finished and bar.total != bar.n:
-                bar.total = bar.n  # the estimate counted blank lines / quoted newlines
-                bar.refresh()
-            bar.close()
         if started:
             ray.shutdown()
-    return BatchReport(rows=rows, error_rows=error_rows, seconds=time.perf_counter() - start, output=dst)
 
 
-def _dataset(ray, src: Path, fmt: str, bundle: Path, *, text_column: str, id_column: str | None, batch_size: int,
-             chunk_rows: int, workers: int, cpus_per_worker: int):
+def _pool_size(ray, num_workers: int | None, cpus_per_worker: int) -> int:
+    """The actors to start: ``num_workers``, or as many as the cluster's CPUs hold (warns on too many)."""
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
+    workers = num_workers or max(1, cluster_cpus // cpus_per_worker)
+    if workers * cpus_per_worker > cluster_cpus:
+        print(f"uehead: {workers} workers x {cpus_per_worker} CPUs exceed the cluster's {cluster_cpus} CPUs; "
+              "workers start as an autoscaler adds nodes (on a fixed cluster, lower --num-workers).",
+              file=sys.stderr)
+    return workers
+
+
+def _dataset(ray, job: BatchJob, bundle: Path, *, workers: int, cpus_per_worker: int):
     """read (one streaming task on the driver's node) -> a pool of ``workers`` BundlePredictor actors."""
     from uehead.runtime._ray_source import ERROR, ID, ROW, TEXT, FileRowsDatasource, read_blocks
 
     # Ray cuts blocks by bytes: aim at the size of the first chunk's block, so a block holds about
     # chunk_rows rows and each worker call gets one block.
-    head = read_blocks(str(src), fmt, text_column, id_column, chunk_rows)
+    head = read_blocks(str(job.input), job.input_format, job.text_column, job.id_column, job.chunk_rows)
     first = next(head, None)
     head.close()
     # The read reserves no CPU: it is light next to inference, and a read waiting for a CPU held by
     # the workers would stall the pipeline.
-    ds = ray.data.read_datasource(FileRowsDatasource(src.resolve(), fmt, text_column=text_column, id_column=id_column,
-                                                     chunk_rows=chunk_rows), num_cpus=0, override_num_blocks=1)
+    source = FileRowsDatasource(job.input.resolve(), job.input_format, text_column=job.text_column,
+                                id_column=job.id_column, chunk_rows=job.chunk_rows)
+    ds = ray.data.read_datasource(source, num_cpus=0, override_num_blocks=1)
     ds = ds.map_batches(
         BundlePredictor, batch_size=None, batch_format="pyarrow", num_cpus=cpus_per_worker,
         compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"bundle": str(bundle), "text_column": TEXT, "batch_size": batch_size,
+        fn_constructor_kwargs={"bundle": str(bundle), "text_column": TEXT, "batch_size": job.batch_size,
                                "threads": cpus_per_worker, "error_column": ERROR,
-                               "keep_columns": [ROW, ID] if id_column else [ROW]})
+                               "keep_columns": [ROW, ID] if job.id_column else [ROW]})
     ds.context.execution_options.preserve_order = True  # blocks leave in input order
     ds.context.enable_progress_bars = False
     ds.context.target_max_block_size = first.nbytes if first is not None and first.nbytes else 1 << 20
     return ds
 
 
-def _drain(ds, sink, *, id_name: str, id_format: str | None, on_block) -> tuple[int, int]:
-    """Write the dataset's blocks, in order, through ``sink``; return (rows, error rows)."""
-    rows = error_rows = 0
-    pending: dict[str, list] = {c: [] for c in output_columns(id_name)}
+def _predicted_blocks(ds, *, id_name: str, id_format: str | None):
+    """(output columns, None) per predicted block of the dataset, in order (checked)."""
+    rows = 0
     with _quiet_ray_data():
         # No prefetch: Ray's executor runs ahead anyway, and a prefetching iterator holds each block
         # back until the next one arrives.
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-            for name, values in _block_columns(block, rows, id_name, id_format).items():
-                pending[name].extend(values)
+            yield _block_columns(block, rows, id_name, id_format), None
             rows += block.num_rows
-            error_rows += block.num_rows - block.column("error").null_count
-            if len(pending["error"]) >= WRITE_ROWS:
-                sink.write(pending)
-                pending = {c: [] for c in pending}
-            if on_block is not None:
-                on_block(rows)
-    if pending["error"]:
-        sink.write(pending)
-    return rows, error_rows
 
 
 def _block_columns(block, start: int, id_name: str, id_format: str | None) -> dict[str, list]:

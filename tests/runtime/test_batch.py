@@ -1,8 +1,8 @@
 """Batch prediction over files (uehead.runtime.batch): formats, row contract, errors, atomicity, resume.
 
 Most tests drive ``predict_file`` with :class:`FakeModel` (same ``predict`` contract as
-``uehead.runtime.Model``, deterministic, instant); the last ones use the real runtime on the tiny
-torch-free bundle, through Python and through ``uehead predict``.
+``uehead.runtime.Model``, deterministic, instant); the last ones use the real runtime on the suite's
+tiny torch-free bundle (``tests/conftest.py``), through Python and through ``uehead predict``.
 """
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from uehead.datasets import DataError
-from uehead.runtime.batch import (PREDICTION_COLUMNS, output_columns, predict_columns, predict_file,
-                                  prediction_columns, text_errors)
+from uehead.errors import DataError
+from uehead.runtime import Predictions
+from uehead.runtime.batch import predict_file
+from uehead.runtime.batch_schema import (PREDICTION_COLUMNS, output_columns, predict_columns, prediction_columns,
+                                         text_errors)
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -33,20 +34,6 @@ HERE = Path(__file__).resolve().parent
 
 
 # ----------------------------------------------------------------------------- a fake model
-@dataclass(frozen=True)
-class FakePredictions:
-    labels: list
-    label_ids: np.ndarray
-    probs: np.ndarray
-    uncertainty: np.ndarray
-    uncertainty_kind: str
-    softmax_response: np.ndarray
-    entropy: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 class FakeModel:
     """Deterministic per text; ``fail_on_call`` raises on that predict call; ``delay`` sleeps per call."""
 
@@ -55,7 +42,7 @@ class FakeModel:
     def __init__(self, fail_on_call: int | None = None, delay: float = 0.0):
         self.fail_on_call, self.delay, self.calls = fail_on_call, delay, 0
 
-    def predict(self, texts, *, batch_size: int = 32) -> FakePredictions:
+    def predict(self, texts, *, batch_size: int = 32) -> Predictions:
         self.calls += 1
         if self.fail_on_call is not None and self.calls == self.fail_on_call:
             raise RuntimeError(f"injected failure on predict call {self.calls}")
@@ -69,8 +56,7 @@ class FakeModel:
         ids = probs.argmax(axis=1).astype(np.int64)
         sr = (1 - probs.max(axis=1)).astype(np.float32)
         ent = (-(probs * np.log(probs)).sum(axis=1)).astype(np.float32)
-        return FakePredictions([self.labels[i] for i in ids], ids, probs, (sr * 0.5).astype(np.float32), "fake",
-                               sr, ent)
+        return Predictions([self.labels[i] for i in ids], ids, probs, (sr * 0.5).astype(np.float32), "fake", sr, ent)
 
 
 def expected_row(model, text, id_name, id_value) -> dict:
@@ -459,18 +445,9 @@ def test_memory_stays_bounded_whatever_the_file_size(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the real runtime
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tiny_bundle import make_tiny_bundle
-    from uehead.runtime import load
-
-    bundle = make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
-    return bundle, load(bundle, threads=1)
-
-
 @pytest.mark.parametrize("out_fmt", FORMATS)
 def test_model_predict_file_matches_model_predict(tmp_path, tiny_model, out_fmt):
-    _, model = tiny_model
+    model = tiny_model
     records = make_records(300) + [{"id": "empty", "text": ""}, {"id": "num", "text": 5}]
     src = write_input(tmp_path / "in.jsonl", records)
     dst = tmp_path / f"out.{out_fmt}"
@@ -488,10 +465,10 @@ def test_model_predict_file_matches_model_predict(tmp_path, tiny_model, out_fmt)
     assert got[-1]["error"] and got[-1]["label"] is None and got[-2]["error"] is None
 
 
-def test_cli_predict(tmp_path, tiny_model, capsys):
+def test_cli_predict(tmp_path, tiny_bundle_dir, tiny_model, capsys):
     from uehead.cli import main
 
-    bundle, model = tiny_model
+    bundle, model = tiny_bundle_dir, tiny_model
     records = make_records(120)
     src = write_input(tmp_path / "in.csv", records)
     rc = main(["predict", str(bundle), "--input", str(src), "--output", str(tmp_path / "out.jsonl"),
@@ -508,7 +485,8 @@ def test_cli_predict(tmp_path, tiny_model, capsys):
 
 
 def test_batch_module_is_torch_free():
-    code = ("import sys, uehead.runtime.batch, uehead.runtime.batch_formats; "
+    code = ("import sys, uehead.runtime.batch, uehead.runtime.batch_formats, uehead.runtime.batch_job, "
+            "uehead.runtime.batch_readers, uehead.runtime.batch_schema, uehead.runtime.batch_sinks; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'peft', 'optimum'}); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tiny_bundle import make_tiny_bundle
 from tiny_models import WORDS
 from uehead.bundle import BundleError
-from uehead.datasets import DataError
-from uehead.runtime.batch import PREDICTION_COLUMNS, output_columns, predict_file
+from uehead.errors import DataError
+from uehead.runtime.batch import predict_file
+from uehead.runtime.batch_schema import PREDICTION_COLUMNS, output_columns
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -73,16 +73,15 @@ def ray_local():
         assert not left, f"Ray processes survived ray.shutdown(): {left}"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_tiny_bundle(tmp_path_factory.mktemp("ray-bundle") / "tiny")
+@pytest.fixture
+def bundle(tiny_bundle_dir):
+    """The suite's tiny bundle (tests/conftest.py); the actors load it by this path."""
+    return tiny_bundle_dir
 
 
-@pytest.fixture(scope="module")
-def model(bundle):
-    from uehead import runtime
-
-    return runtime.load(bundle, threads=1)
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model
 
 
 def records(n: int = N_ROWS) -> list[dict]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "load": "uehead.runtime.model",
+    "load": "uehead.runtime.loading",
     "Model": "uehead.runtime.model",
-    "Predictions": "uehead.runtime.model",
+    "Predictions": "uehead.runtime.predictions",
     "verify": "uehead.runtime.verification",
     "make_session": "uehead.runtime.session",
 }

@@ -1,9 +1,9 @@
 """Ahead-of-time build of the score kernels: a small extension module that needs only numpy.
 
-Why: ``import numba`` plus loading JIT-cached kernels costs about 0.5 s and 100 MB of RSS in
-every fresh process, more than ONNX Runtime itself. ``numba.pycc`` compiles the very same
-functions (``_kernels_impl.py``) into a plain CPython extension once; importing it afterwards
-costs milliseconds and never imports numba or llvmlite.
+Why: ``import numba`` plus loading JIT-cached kernels is a large share of a fresh process's start
+time and memory (``benchmarks/bench_coldstart_kernels.py`` measures it). ``numba.pycc`` compiles
+the very same functions (``_kernels_impl.py``) into a plain CPython extension once; importing it
+afterwards never imports numba or llvmlite.
 
 Where: ``<cache>/kernels/aot-<key>/_uehead_kernels_aot<EXT_SUFFIX>`` with ``<cache>`` =
 ``$UEHEAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/uehead``, else ``~/.cache/uehead``. The key
@@ -64,7 +64,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def _dist_versions(*names: str) -> list[str]:
     """Installed ``name-version.dist-info`` of each distribution, found on sys.path without importing
-    anything (importlib.metadata costs ~50 ms; find_spec can run import hooks). "missing" if absent."""
+    anything (importlib.metadata is slow to import; find_spec can run import hooks). "missing" if absent."""
     found = {}
     for entry in sys.path:
         try:

@@ -3,9 +3,9 @@
 The serving path does not import this module when the ahead-of-time build is present (see
 ``_kernels_aot.py``): ``kernels.py`` then loads a small extension module compiled from exactly
 these functions and numba is never imported. Definitions and directions (higher = more
-uncertain) are those of ``reference.py``; the kernels match it to 1e-6 for float32 input.
+uncertain) are those of :mod:`uehead.scores`; the kernels match it to 1e-6 for float32 input.
 
-Design (why it is fast on CPU; measured in ``benchmarks/bench_kernels.py``):
+Design (why it is fast on CPU; ``benchmarks/bench_kernels.py`` compares it with numpy):
 - Rows are processed in blocks of about ``BLOCK`` elements; the scratch buffers stay in L1/L2
   and are small enough for malloc to reuse (large per-call temporaries cost page faults).
 - Row max uses ``llvm.maxnum`` so the reduction vectorises; the shifted logits of a block are

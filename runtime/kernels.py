@@ -1,6 +1,6 @@
 """Score kernels: fused, numerically stable numba kernels for the task and uncertainty-head logits.
 
-API (definitions in ``reference.py``, which these match to 1e-6 for float32 input; every
+API (definitions in :mod:`uehead.scores`, which these match to 1e-6 for float32 input; every
 uncertainty score is **higher = more uncertain**):
     task_outputs(logits) -> (probs [N,C], softmax_response [N], entropy [N], normalized_entropy [N])
     adue_uncertainty(logits, lam=100.0) -> [N]      1 - SmoothMax_lam(softmax(logits))
@@ -15,11 +15,11 @@ All functions are thread-safe (no shared mutable state; scratch memory is per ca
 
 Two implementations of the same numba source (``_kernels_impl.py``), chosen on first use:
 - ``aot``: an extension module compiled ahead of time by ``numba.pycc`` into the per-user cache
-  (``_kernels_aot.py``). Loading it imports neither numba nor llvmlite: milliseconds and a few
-  MB, instead of ~0.5 s and ~100 MB for ``import numba`` + cached JIT kernels. It is built once
+  (``_kernels_aot.py``). Loading it imports neither numba nor llvmlite, which is what makes a
+  cold start cheap (see ``benchmarks/bench_coldstart_kernels.py``). It is built once
   per machine (and per kernel source / numba / Python version) by
   ``python -m uehead.runtime.kernels --build``, or automatically, in a child process, the first
-  time the kernels are used (about 10-20 s, once).
+  time the kernels are used (once per machine).
 - ``jit``: ``numba.njit(cache=True)``, used when the AOT module cannot be built (no C compiler,
   no Python headers, no setuptools), with the reason logged as a warning.
 The environment variable ``UEHEAD_KERNELS`` picks: ``auto`` (default: aot, else jit), ``aot``
@@ -105,7 +105,7 @@ def _load_backend(mode: str, cache_dir=None):
         try:
             if mode == "auto" and not _kernels_aot.module_path(cache_dir).exists():
                 log.info("uehead kernels: compiling the numba kernels ahead of time into %s "
-                         "(once per machine, ~10-20 s)", _kernels_aot.cache_root(cache_dir))
+                         "(once per machine)", _kernels_aot.cache_root(cache_dir))
             return _AotBackend(*_kernels_aot.ensure(cache_dir))
         except Exception as exc:  # AotUnavailable, or an unloadable module (ImportError, OSError)
             if mode == "aot":

@@ -1,4 +1,4 @@
-"""Load a bundle and predict: tokenise -> backbone.onnx -> head.onnx -> numba kernels.
+"""The loaded bundle: tokenise -> backbone.onnx -> head.onnx -> score kernels.
 
     from uehead import runtime
     model = runtime.load("bundle/")                 # checked, sessions built, kernels warm
@@ -7,27 +7,27 @@
         ...
 
 Every uncertainty score is **higher = more uncertain**. Torch-free: this module imports only
-onnxruntime, numpy, tokenizers and the kernels.
+numpy and the runtime's own modules; :func:`uehead.runtime.load` (in ``loading.py``) builds it.
 """
 from __future__ import annotations
 
 import itertools
-import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from uehead.bundle import BundleError, IncompatibleBundleError, Manifest, UncertaintyHeadSpec, load_manifest
+from uehead import scores as score_registry
+from uehead.bundle import IncompatibleBundleError, Manifest
 from uehead.runtime import kernels
-from uehead.runtime.distances import Baselines, load_baselines
-from uehead.runtime.session import make_session
+from uehead.runtime.distances import Baselines
+from uehead.runtime.predictions import Predictions
 from uehead.runtime.tokenize import TextTokenizer
 
-__all__ = ["load", "Model", "Predictions", "BLOCK_ROWS"]
+__all__ = ["Model", "Predictions", "BLOCK_ROWS"]
 
 _FIX = "re-export the bundle with `uehead export`."
 
@@ -38,57 +38,6 @@ _FIX = "re-export the bundle with `uehead export`."
 #: it once per block instead of once per batch divides that cost by the batches in the block.
 #: Memory: rows x feature_size float32 (1.5 MB for MiniLM).
 BLOCK_ROWS = 1024
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class Predictions:
-    """Outputs for N texts, in input order (numpy arrays; every score higher = more uncertain).
-
-    Attributes:
-        labels: predicted label names, list of N str.
-        label_ids: int64 [N], argmax of the task logits.
-        probs: float32 [N, C], softmax of the task logits.
-        uncertainty: float32 [N], the bundle's default score (named by ``uncertainty_kind``).
-        uncertainty_kind: "adue" (1 - SmoothMax of the AdUE head), "alien" (normalised entropy
-            of the ALIEN head) or "sr" (softmax response of the task logits).
-        softmax_response: float32 [N], 1 - max probs.
-        entropy: float32 [N], entropy of probs in nats.
-        scores: every score available, name -> float32 [N]: "sr", "entropy", each head kind
-            ("adue", "alien"), and "md", "rmd" when asked for and the bundle has baselines.
-    """
-
-    labels: list[str]
-    label_ids: np.ndarray
-    probs: np.ndarray
-    uncertainty: np.ndarray
-    uncertainty_kind: str
-    softmax_response: np.ndarray
-    entropy: np.ndarray
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.label_ids.shape[0])
-
-    def __repr__(self) -> str:
-        return (f"Predictions(n={len(self)}, classes={self.probs.shape[1]}, "
-                f"uncertainty_kind={self.uncertainty_kind!r}, scores={sorted(self.scores)})")
-
-    @classmethod
-    def concat(cls, parts: Sequence[Predictions]) -> Predictions:
-        """Join several Predictions (same bundle, same score set) end to end."""
-        if not parts:
-            raise ValueError("Predictions.concat needs at least one part.")
-        first = parts[0]
-        return cls(
-            labels=[label for p in parts for label in p.labels],
-            label_ids=np.concatenate([p.label_ids for p in parts]),
-            probs=np.concatenate([p.probs for p in parts]),
-            uncertainty=np.concatenate([p.uncertainty for p in parts]),
-            uncertainty_kind=first.uncertainty_kind,
-            softmax_response=np.concatenate([p.softmax_response for p in parts]),
-            entropy=np.concatenate([p.entropy for p in parts]),
-            scores={k: np.concatenate([p.scores[k] for p in parts]) for k in first.scores},
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,8 +67,13 @@ class Model:
         self.backbone_session = backbone_session
         self.head_session = head_session
         self.baselines = baselines
-        self._heads: dict[str, UncertaintyHeadSpec] = {h.kind: h for h in manifest.head.heads}
+        self._heads = {h.kind: h for h in manifest.head.heads}
         self._head_outputs = [manifest.head.task_logits_name] + [h.output_name for h in self._heads.values()]
+        # Resolved once: the registry's kernel of each head kind and its keyword arguments.
+        self._head_scorers = {}
+        for kind, spec in self._heads.items():
+            entry = score_registry.head_kind(kind)
+            self._head_scorers[kind] = (score_registry.resolve(entry.kernel), score_registry.head_params(entry, spec))
         self._label_array = np.asarray(self.labels, dtype=object)
 
     # -- public API ------------------------------------------------------------------------
@@ -262,10 +216,8 @@ class Model:
         probs, sr, ent, _ = kernels.task_outputs(raw.task_logits)
         scores = {"sr": sr, "entropy": ent}
         for kind, logits in raw.head_logits.items():
-            if kind == "adue":
-                scores[kind] = kernels.adue_uncertainty(logits, float(self._heads[kind].lam))
-            else:
-                scores[kind] = kernels.alien_uncertainty(logits)
+            kernel, params = self._head_scorers[kind]
+            scores[kind] = np.asarray(kernel(logits, **params), dtype=np.float32)
         if distances and self.baselines is not None:
             scores["md"] = self.baselines.md(raw.z).astype(np.float32)
             scores["rmd"] = self.baselines.rmd(raw.z).astype(np.float32)
@@ -327,96 +279,3 @@ def _as_text_list(texts) -> list[str]:
 def _check_batch_size(batch_size) -> None:
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; pass a positive int.")
-
-
-# -- loading ------------------------------------------------------------------------------------
-def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers: list | tuple | None = None,
-         graph_optimization: str = "all", check_files: bool = True, head_threads: int = 1,
-         warmup: bool = True) -> Model:
-    """Load a bundle folder into a ready :class:`Model`.
-
-    Reads ``manifest.json`` (and checks every file's sha256 unless ``check_files=False``), builds
-    the backbone and head sessions (``threads`` intra-op threads for the backbone, default the
-    physical cores; ``head_threads`` for the tiny head graph), checks the graphs' input/output
-    names and shapes against the manifest, loads ``baselines.npz`` (never unpickling), and warms
-    the kernels and both graphs with one empty text (``warmup``).
-
-    Raises:
-        uehead.bundle.BundleError (or a subclass: MissingFileError, ChecksumError,
-        BundleVersionError, IncompatibleBundleError) naming the file and the fix.
-    """
-    root = Path(bundle_dir)
-    manifest = load_manifest(root, check_files=check_files)
-    tokenizer = TextTokenizer(root / manifest.tokenizer.file, manifest.tokenizer)
-    opts = dict(providers=providers, graph_optimization=graph_optimization)
-    backbone = _session(root / manifest.backbone.file, threads=threads, **opts)
-    head = _session(root / manifest.head.file, threads=head_threads, **opts)
-    _check_graphs(root, manifest, backbone, head)
-    baselines = None
-    if manifest.baselines is not None:
-        baselines = load_baselines(root / manifest.baselines.file, num_classes=len(manifest.labels),
-                                   feature_size=manifest.backbone.feature_size,
-                                   l2_normalize=bool(manifest.baselines.settings.get("l2_normalize", False)))
-    model = Model(root, manifest, tokenizer, backbone, head, baselines)
-    if warmup:
-        kernels.warmup()
-        model.predict([""], distances=True)
-    return model
-
-
-def _session(path: Path, **kwargs):
-    if not path.is_file():  # only reachable with check_files=False
-        from uehead.bundle import MissingFileError
-
-        raise MissingFileError("is missing from the bundle.", path=path, fix="copy the complete bundle folder.")
-    try:
-        return make_session(path, **kwargs)
-    except ValueError:
-        raise  # a bad session option: the message names it
-    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-        raise BundleError(f"ONNX Runtime cannot load this graph ({type(exc).__name__}: {exc}).", path=path,
-                          fix=_FIX) from exc
-
-
-def _dims(node) -> list:
-    return list(node.shape) if node.shape is not None else []
-
-
-def _check_graphs(root: Path, m: Manifest, backbone, head) -> None:
-    """Graph inputs/outputs against the manifest; static dims must agree (symbolic ones pass)."""
-    bpath, hpath = root / m.backbone.file, root / m.head.file
-    h, c = m.backbone.feature_size, m.head.num_classes
-
-    def fail(path, msg):
-        raise IncompatibleBundleError(msg, path=path, fix=_FIX)
-
-    b_inputs = {i.name: i for i in backbone.get_inputs()}
-    if set(b_inputs) != set(m.backbone.input_names):
-        fail(bpath, f"graph inputs {sorted(b_inputs)} differ from the manifest's backbone.input_names "
-                    f"{list(m.backbone.input_names)}.")
-    for name, node in b_inputs.items():
-        if node.type != "tensor(int64)" or len(_dims(node)) != 2:
-            fail(bpath, f"input {name!r} is {node.type} {_dims(node)}, expected int64 [batch, sequence].")
-    b_outputs = {o.name: o for o in backbone.get_outputs()}
-    if m.backbone.output_name not in b_outputs:
-        fail(bpath, f"has no output {m.backbone.output_name!r} (outputs: {sorted(b_outputs)}).")
-    zdims = _dims(b_outputs[m.backbone.output_name])
-    if len(zdims) != 2 or (isinstance(zdims[1], int) and zdims[1] != h):
-        fail(bpath, f"output {m.backbone.output_name!r} has shape {zdims}, expected [batch, {h}] "
-                    f"(manifest backbone.feature_size).")
-
-    h_inputs = head.get_inputs()
-    if [i.name for i in h_inputs] != [m.head.input_name]:
-        fail(hpath, f"graph inputs {[i.name for i in h_inputs]} differ from the manifest's "
-                    f"head.input_name {m.head.input_name!r}.")
-    hdims = _dims(h_inputs[0])
-    if h_inputs[0].type != "tensor(float)" or len(hdims) != 2 or (isinstance(hdims[1], int) and hdims[1] != h):
-        fail(hpath, f"input {m.head.input_name!r} is {h_inputs[0].type} {hdims}, expected float32 [batch, {h}]: "
-                    f"the head does not fit the backbone's features (feature_size {h}).")
-    h_outputs = {o.name: o for o in head.get_outputs()}
-    for name in [m.head.task_logits_name] + [x.output_name for x in m.head.heads]:
-        if name not in h_outputs:
-            fail(hpath, f"has no output {name!r} (outputs: {sorted(h_outputs)}).")
-        dims = _dims(h_outputs[name])
-        if len(dims) != 2 or (isinstance(dims[1], int) and dims[1] != c):
-            fail(hpath, f"output {name!r} has shape {dims}, expected [batch, {c}] ({c} labels).")

@@ -1,5 +1,6 @@
-"""Shared fixtures of the torch-free runtime tests: one tiny bundle (built with the onnx helper
-API, no torch) and one loaded model per session. Tests that alter a bundle build their own."""
+"""Fixtures shared by the whole suite: one tiny bundle (built with the onnx helper API, no torch)
+and one loaded model per session. Tests that alter a bundle build their own
+(``tiny_bundle.make_tiny_bundle``; ``tiny_bundle.edit_manifest`` edits one)."""
 from __future__ import annotations
 
 import pytest

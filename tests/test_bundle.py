@@ -1,11 +1,10 @@
 """uehead.bundle: manifest round trip, checksums, and every typed error (no ONNX Runtime needed)."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from tiny_bundle import make_tiny_bundle
+from tiny_bundle import edit_manifest, make_tiny_bundle
 from uehead.bundle import (FORMAT_VERSION, BundleError, BundleVersionError, ChecksumError,
                            IncompatibleBundleError, Manifest, MissingFileError, load_manifest, read_manifest,
                            sha256_file, write_manifest)
@@ -14,13 +13,6 @@ from uehead.bundle import (FORMAT_VERSION, BundleError, BundleVersionError, Chec
 @pytest.fixture
 def bundle(tmp_path):
     return make_tiny_bundle(tmp_path / "b")
-
-
-def edit(bundle, change):
-    path = bundle / "manifest.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def test_tiny_bundle_manifest_round_trip(bundle):
@@ -58,7 +50,7 @@ def test_missing_and_altered_files(bundle, name):
 
 
 def test_newer_format_version_names_the_upgrade(bundle):
-    edit(bundle, lambda d: d.update(format_version=FORMAT_VERSION + 1))
+    edit_manifest(bundle, lambda d: d.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleVersionError, match=f"format_version {FORMAT_VERSION + 1}") as info:
         read_manifest(bundle)
     assert "pip install -U" in info.value.fix
@@ -76,7 +68,7 @@ def test_newer_format_version_names_the_upgrade(bundle):
     (lambda d: d.update(tokenizer=[1]), BundleError, "'tokenizer' must be an object"),
 ])
 def test_bad_manifest_fields(bundle, change, error, match):
-    edit(bundle, change)
+    edit_manifest(bundle, change)
     with pytest.raises(error, match=match) as info:
         read_manifest(bundle)
     assert str(bundle / "manifest.json") in str(info.value) and info.value.fix

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tiny_models import make_tokenizer
 from uehead.bundle import (BackboneSpec, FileSpec, HeadSpec, Manifest, TokenizerSpec,
                            UncertaintyHeadSpec, write_manifest)
-from uehead import scores as reference
+from uehead import scores as score_ref
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 GOLDEN_TEXTS = ("a great film", "bad and boring", "the plot was not quite good", "", "story",
@@ -126,12 +126,12 @@ def reference_outputs(texts, w: TinyWeights, tokenizer, max_length: int, lam: fl
     tokenizer.enable_truncation(max_length)
     z = np.stack([numpy_backbone(w, tokenizer.encode(t).ids) for t in texts]).astype(np.float32)
     logits = {n: (z @ w.head_w[n] + w.head_b[n]).astype(np.float32) for n in w.head_w}
-    probs, sr, ent, _ = reference.task_outputs(logits["task_logits"])
+    probs, sr, ent, _ = score_ref.task_outputs(logits["task_logits"])
     heads = {}
-    if "adue_logits" in logits:
-        heads["adue"] = reference.adue_uncertainty(logits["adue_logits"], lam)
-    if "alien_logits" in logits:
-        heads["alien"] = reference.alien_uncertainty(logits["alien_logits"])
+    for name, head_logits in logits.items():
+        if name != "task_logits":
+            kind = score_ref.head_kind(name.removesuffix("_logits"))
+            heads[kind.name] = kind.score_reference(head_logits, **score_ref.head_params(kind, {"lam": lam}))
     return {"z": z, "logits": logits, "label_ids": probs.argmax(axis=1), "probs": probs,
             "softmax_response": sr, "entropy": ent, "heads": heads}
 
@@ -200,3 +200,26 @@ def make_tiny_bundle(out_dir, *, heads=("adue", "alien"), default_kind: str = "a
 def tiny_bundle_weights(seed: int = 0, *, heads=("adue", "alien"), num_classes: int = 2, hidden: int = 16) -> TinyWeights:
     """The weights :func:`make_tiny_bundle` used for the same arguments (for independent oracles)."""
     return tiny_weights(seed, make_tokenizer("bert").get_vocab_size(), hidden, num_classes, tuple(heads))
+
+
+def edit_json(path, change) -> None:
+    """Load the JSON file at ``path``, apply ``change(data)`` in place, write it back."""
+    path = Path(path)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def edit_manifest(bundle, change, *, rechecksum: bool = False) -> None:
+    """Apply ``change`` to ``bundle``'s manifest.json; ``rechecksum`` then accepts every file as it
+    is on disk now (as if an exporter had written them)."""
+    edit_json(Path(bundle) / "manifest.json", change)
+    if rechecksum:
+        rechecksum_bundle(bundle)
+
+
+def rechecksum_bundle(bundle) -> None:
+    """Recompute the manifest's checksums from the files on disk."""
+    from uehead.bundle import read_manifest, write_manifest
+
+    write_manifest(bundle, read_manifest(bundle))

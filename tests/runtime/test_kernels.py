@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from uehead import scores as reference
+from uehead import scores as score_ref
 from uehead.runtime import _kernels_aot, kernels
 from uehead.runtime.kernels import NonFiniteLogitsError
 
@@ -86,7 +86,7 @@ def _all_outputs(x, lam=100.0):
 
 
 def _reference_outputs(x, lam=100.0):
-    return (*reference.task_outputs(x), reference.adue_uncertainty(x, lam), reference.alien_uncertainty(x))
+    return (*score_ref.task_outputs(x), score_ref.adue_uncertainty(x, lam), score_ref.alien_uncertainty(x))
 
 
 def _assert_matches_reference(x, lam=100.0):

@@ -1,28 +1,15 @@
 """runtime.load: a complete Model, or a typed BundleError naming the file and the fix."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
-from tiny_bundle import make_tiny_bundle
+from tiny_bundle import edit_manifest, make_tiny_bundle, rechecksum_bundle as rechecksum
 from uehead import runtime
 from uehead.bundle import (BundleError, BundleVersionError, ChecksumError, IncompatibleBundleError,
-                           MissingFileError, read_manifest, write_manifest)
+                           MissingFileError)
 from uehead.runtime.model import Model
-
-
-def edit_manifest(bundle, change):
-    path = bundle / "manifest.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
-
-
-def rechecksum(bundle):
-    """Accept on-disk files as they are now (as if an exporter had written them)."""
-    write_manifest(bundle, read_manifest(bundle))
 
 
 @pytest.fixture

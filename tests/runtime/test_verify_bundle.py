@@ -6,22 +6,15 @@ import json
 import onnx
 import pytest
 
-from tiny_bundle import make_tiny_bundle
+from tiny_bundle import edit_json, make_tiny_bundle, rechecksum_bundle as rechecksum
 from uehead import runtime
-from uehead.bundle import BundleError, ChecksumError, read_manifest, write_manifest
+from uehead.bundle import BundleError, ChecksumError
 from uehead.cli import main
 from uehead.runtime.verification import GoldenMismatchError
 
 
-def rechecksum(bundle):
-    write_manifest(bundle, read_manifest(bundle))
-
-
 def edit_golden(bundle, change):
-    path = bundle / "golden.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
+    edit_json(bundle / "golden.json", change)
     rechecksum(bundle)
 
 

@@ -1,8 +1,9 @@
 """``export_bundle``: a training checkpoint -> a validated ONNX bundle (``uehead export``).
 
-Steps: read the checkpoint; write tokenizer.json and check it tokenises like the checkpoint's
-Hugging Face tokenizer; export backbone.onnx and head.onnx; validate them against PyTorch (typed
-error above tolerance); optionally quantise the backbone to int8 and measure what that costs;
+Steps: read the checkpoint (:mod:`uehead.checkpoint`); write tokenizer.json and check that the
+runtime's tokenizer of it tokenises like the checkpoint's Hugging Face tokenizer; export
+backbone.onnx and head.onnx; validate them against PyTorch on the runtime's token ids, sessions
+and score kernels (typed error above tolerance); optionally quantise the backbone to int8 and measure what that costs;
 write golden.json, baselines.npz and the manifest; re-check the bundle with the runtime's
 ``verify``. Everything is written into a temporary sibling folder that is renamed into place
 only at the end, so a failed export never leaves a bundle that looks complete.
@@ -17,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uehead.bundle import MANIFEST_FILE, FORMAT_NAME, Manifest
-from uehead.export import graphs, quantize, validate
-from uehead.export.checkpoint import Checkpoint, read_checkpoint
+from uehead.bundle import BACKBONE_FILE, FORMAT_NAME, HEAD_FILE, MANIFEST_FILE, TOKENIZER_FILE, Manifest
+from uehead.checkpoint import Checkpoint, read_checkpoint
+from uehead.export import graphs, quantize, validate, writer
 from uehead.export.errors import ExportError
-from uehead.export.tokenization import check_tokenizer_agreement, encode, write_tokenizer
-from uehead.export import writer
+from uehead.export.hf import load_model, load_tokenizer
+from uehead.export.tokenization import check_tokenizer_agreement, tokenizer_spec, write_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
         opset: ONNX opset of both graphs.
         data: a dataset (``rotten_tomatoes`` or a folder); with ``int8``, accuracy and ROC-AUC
             deltas are measured on its test split; its test texts also join the tokenizer check.
-        default_head: which score fills ``Predictions.uncertainty`` ("adue", "alien" or "sr");
-            default: the first of adue, alien the checkpoint has, else "sr".
+        default_head: which score fills ``Predictions.uncertainty`` (a head kind of the checkpoint
+            or "sr"); default: the first head kind it has in registry order (adue, alien, ...), else "sr".
     Returns:
         The manifest as written (checksums filled).
     Raises:
@@ -83,44 +84,34 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
 
 def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,
                  started: float) -> Manifest:
-    model = ckpt.load_model()
-    hf_tok = ckpt.load_tokenizer()
-    pad_id = int(hf_tok.pad_token_id)
-    arch = ckpt.architecture
-    names = graphs.backbone_input_names(model, hf_tok, arch)
-    kinds = tuple(ckpt.heads)
-    lams = {k: h.lam for k, h in ckpt.heads.items()}
-    enc_kw = dict(max_length=ckpt.max_length, pad_token_id=pad_id, input_names=names)
-
-    tok = write_tokenizer(hf_tok, out / writer.TOKENIZER_FILE)
+    model, hf_tok = load_model(ckpt), load_tokenizer(ckpt)
+    names = graphs.backbone_input_names(model, hf_tok, ckpt.architecture)
+    spec = tokenizer_spec(max_length=ckpt.max_length, pad_token_id=hf_tok.pad_token_id, input_names=names)
+    tok = write_tokenizer(hf_tok, out / TOKENIZER_FILE, spec)
     real_texts = list(dataset["test"].texts[:TOKENIZER_CHECK_ROWS]) if dataset is not None else []
     check_texts = list(validate.SAMPLE_TEXTS) + real_texts + [validate.long_text(validate.SAMPLE_TEXTS)]
-    tokenizer_report = check_tokenizer_agreement(hf_tok, tok, check_texts, max_length=ckpt.max_length,
-                                                 pad_token_id=pad_id, input_names=names,
-                                                 where=out / writer.TOKENIZER_FILE)
+    tokenizer_report = check_tokenizer_agreement(hf_tok, tok, check_texts, where=out / TOKENIZER_FILE)
+    heads = {k: h.params for k, h in ckpt.heads.items()}
+    precision = "int8" if int8 else "fp32"
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fp32-") as scratch:
-        fp32_path = (Path(scratch) if int8 else out) / writer.BACKBONE_FILE
-        backbone = graphs.export_backbone(model, arch, names, fp32_path, opset=opset)
-        task = graphs.task_classifier(model, arch)
+        fp32_path = (Path(scratch) if int8 else out) / BACKBONE_FILE
+        backbone = graphs.export_backbone(model, ckpt.architecture, names, fp32_path, opset=opset)
+        task = graphs.task_classifier(model, ckpt.architecture)
         head_modules = {k: graphs.head_module(h) for k, h in ckpt.heads.items()}
-        head = graphs.export_head(task, head_modules, model.config.hidden_size, out / writer.HEAD_FILE, opset=opset)
+        head = graphs.export_head(task, head_modules, model.config.hidden_size, out / HEAD_FILE, opset=opset)
 
         ref = validate.TorchReference.from_checkpoint(ckpt, model)
-        fp32 = validate.OnnxPipeline(fp32_path, out / writer.HEAD_FILE)
-        cases = validate.validation_cases(tok, real_texts or validate.SAMPLE_TEXTS, **enc_kw)
-        reports: dict[str, Any] = {}
-        reports["validation"] = validate.validate_graphs(ref, fp32, cases, lams, where=fp32_path)
+        fp32 = validate.OnnxPipeline(fp32_path, out / HEAD_FILE)
+        cases = validate.validation_cases(tok, real_texts or validate.SAMPLE_TEXTS)
+        reports: dict[str, Any] = {"validation": validate.validate_graphs(ref, fp32, cases, heads, where=fp32_path)}
         reports["validation"]["tokenizer"] = tokenizer_report
-
         golden_texts = list(validate.SAMPLE_TEXTS)
         if int8:
-            reports["int8"], golden = _quantize_and_measure(fp32, out, tok, cases, golden_texts, lams, kinds,
-                                                            dataset, enc_kw)
+            reports["int8"], golden = _quantize_and_measure(fp32, out, tok, cases, golden_texts, heads, dataset)
         else:
-            golden_scores = validate.scores(ref(encode(tok, golden_texts, **enc_kw)), lams)
-            golden = writer.golden_payload(golden_texts, golden_scores, kinds, source="pytorch",
-                                           tolerance=validate.DEFAULT_TOLERANCE)
+            golden = writer.golden_from_scores(golden_texts, validate.scores(ref(tok(golden_texts)), heads), heads,
+                                               source="pytorch", tolerance=validate.DEFAULT_TOLERANCE)
 
     uncertainty_params = head.num_parameters - sum(p.numel() for p in task.parameters())
     reports["parameters"] = {
@@ -128,45 +119,44 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         "uncertainty_heads": uncertainty_params,
         "uncertainty_heads_percent_of_backbone": 100.0 * uncertainty_params / max(1, backbone.num_parameters)}
     reports["export"] = {"checkpoint": str(ckpt.root), "exporter": "torch.onnx.export(dynamo=False)",
-                         "opset": opset, "precision": "int8" if int8 else "fp32",
+                         "opset": opset, "precision": precision,
                          "seconds": round(time.perf_counter() - started, 2)}
     reports["training"] = writer.training_summary(ckpt)
     manifest = writer.build_manifest(
-        ckpt, input_names=names, pad_token_id=pad_id, feature_size=model.config.hidden_size,
-        precision="int8" if int8 else "fp32", backbone_parameters=backbone.num_parameters,
-        head_parameters=head.num_parameters, default_head=default_kind,
-        baselines=writer.copy_baselines(ckpt, out), golden=writer.write_golden(out, golden), reports=reports)
+        ckpt, tokenizer=spec, feature_size=model.config.hidden_size, precision=precision,
+        backbone_parameters=backbone.num_parameters, head_parameters=head.num_parameters,
+        default_head=default_kind, baselines=writer.copy_baselines(ckpt, out),
+        golden=writer.write_golden(out, golden), reports=reports)
     return writer.finish(out, manifest)
 
 
-def _quantize_and_measure(fp32, out: Path, tok, cases, golden_texts, lams, kinds, dataset, enc_kw):
+def _quantize_and_measure(fp32, out: Path, tok, cases, golden_texts, heads, dataset):
     """Write the int8 backbone; return (int8 report, golden payload from the int8 graphs)."""
-    report = quantize.quantize_backbone(fp32.backbone_path, out / writer.BACKBONE_FILE)
-    q8 = validate.OnnxPipeline(out / writer.BACKBONE_FILE, out / writer.HEAD_FILE)
-    per_case = {n: {"shape": list(b["input_ids"].shape), **validate.compare_outputs(fp32(b), q8(b), lams)}
+    report = quantize.quantize_backbone(fp32.backbone_path, out / BACKBONE_FILE)
+    q8 = validate.OnnxPipeline(out / BACKBONE_FILE, out / HEAD_FILE)
+    per_case = {n: {"shape": list(b["input_ids"].shape), **validate.compare_outputs(fp32(b), q8(b), heads)}
                 for n, b in cases.items()}
-    summary = validate.summarise(per_case, validate.DEFAULT_TOLERANCE)
+    summary = validate.summarise(per_case, validate.DEFAULT_TOLERANCE, validate.checked_names(heads))
     report["validation_cases"] = {"max_abs_diff": summary["max_abs_diff"], "cases": summary["cases"]}
-    report["golden"] = quantize.golden_deltas(fp32, q8, encode(tok, golden_texts, **enc_kw), lams)
+    report["golden"] = quantize.golden_deltas(fp32, q8, tok(golden_texts), heads)
     if dataset is not None:
         test = dataset["test"]
-        deltas = quantize.dataset_deltas(fp32, q8, tok, test.texts, test.labels, lams,
-                                         max_length=enc_kw["max_length"], pad_token_id=enc_kw["pad_token_id"])
+        deltas = quantize.dataset_deltas(fp32, q8, tok, test.texts, test.labels, heads)
         report["data"] = {"name": dataset.name, "split": "test", **deltas}
         if not deltas["within_1_point"]:
             log.warning("int8 moves a metric by more than 1 point on %s test (accuracy delta %.2f, ROC-AUC deltas "
                         "%s; see delta_se for the noise level)", dataset.name, deltas["accuracy"]["delta"],
                         {k: round(v["delta"], 2) for k, v in deltas["roc_auc"].items()})
-    golden = writer.golden_payload(golden_texts, validate.scores(_per_text(q8, tok, golden_texts, enc_kw), lams),
-                                   kinds, source="onnxruntime", tolerance=INT8_GOLDEN_TOLERANCE)
+    golden = writer.golden_from_scores(golden_texts, validate.scores(_per_text(q8, tok, golden_texts), heads), heads,
+                                       source="onnxruntime", tolerance=INT8_GOLDEN_TOLERANCE)
     return report, golden
 
 
-def _per_text(pipeline, tok, texts, enc_kw) -> dict:
+def _per_text(pipeline, tok, texts) -> dict:
     """Outputs for each text run alone (batch 1): a reference that does not depend on batching."""
     import numpy as np
 
-    rows = [pipeline(encode(tok, [t], **enc_kw)) for t in texts]
+    rows = [pipeline(tok([t])) for t in texts]
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 

@@ -1,7 +1,8 @@
 """Typed errors of the export stage.
 
 They extend :class:`uehead.bundle.BundleError` (``path`` + ``fix`` in the message) so that the
-``uehead export`` command reports them as one-line errors with exit status 2.
+``uehead export`` command reports them as one-line errors with exit status 2. A checkpoint that
+cannot be read raises :class:`uehead.checkpoint.CheckpointError` (re-exported by ``uehead.export``).
 """
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ from uehead.bundle import BundleError
 
 class ExportError(BundleError):
     """The export stage cannot produce a bundle."""
-
-
-class CheckpointError(ExportError):
-    """The checkpoint folder is missing a file or holds something the exporter cannot read."""
 
 
 class ExportValidationError(ExportError):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from uehead.export.checkpoint import HeadWeights
+from uehead.checkpoint import HeadWeights
 
 #: Tensors a backbone may take, in the order the graph (and the manifest) lists them.
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from uehead.export.validate import max_abs_diffs, run_texts, scores
+from uehead.scores import score_names
 
 #: Ops whose weights are quantised (all weight matmuls). Embedding Gathers stay fp32: they are
 #: lookups, with no arithmetic to speed up.
@@ -44,8 +45,8 @@ def _drop_value_info(path: Path) -> None:
     """Remove intermediate shape annotations left by the quantiser's shape inference.
 
     With them, ONNX Runtime fuses each residual Add + LayerNormalization of a BERT graph into
-    SkipLayerNormalization, which ran ~5x slower than the unfused pair for int8 MiniLM here
-    (measured: backbone 177 -> 144 ms/batch single-threaded, batch 32). ORT infers shapes itself.
+    SkipLayerNormalization, which runs slower than the unfused pair in int8 graphs (see
+    benchmarks/results). ORT infers shapes itself.
     """
     import onnx
 
@@ -62,21 +63,20 @@ def _auc(u: np.ndarray, errors: np.ndarray) -> float | None:
     return float(roc_auc(u, errors))
 
 
-def dataset_deltas(fp32, int8, tok, texts: Sequence[str], labels: np.ndarray, lams: Mapping[str, float], *,
-                   max_length: int, pad_token_id: int, batch_size: int = 32, bootstrap: int = 200) -> dict[str, Any]:
-    """Accuracy and ROC-AUC (x100, of each uncertainty against the model's errors) for fp32 and
-    int8 pipelines on one labelled split; deltas are int8 - fp32.
+def dataset_deltas(fp32, int8, tok, texts: Sequence[str], labels: np.ndarray,
+                   heads: Mapping[str, Mapping[str, float]], *, batch_size: int = 32,
+                   bootstrap: int = 200) -> dict[str, Any]:
+    """Accuracy and ROC-AUC (x100, of each score against the model's errors) for fp32 and int8
+    pipelines on one labelled split, tokenised by the runtime's TextTokenizer ``tok``; deltas are
+    int8 - fp32. ``heads``: kind -> score kwargs.
 
     ``delta_se`` is the paired bootstrap standard error of each delta (``bootstrap`` resamples of
     the rows, seed 0): near-chance models flip many near-tie predictions under int8 noise, and the
     SE tells such noise from a real loss."""
-    kw = dict(input_names=fp32.input_names, max_length=max_length, pad_token_id=pad_token_id,
-              batch_size=batch_size)
-    s32 = scores(run_texts(fp32, tok, texts, **kw), lams)
-    s8 = scores(run_texts(int8, tok, texts, **kw), lams)
+    s32 = scores(run_texts(fp32, tok, texts, batch_size=batch_size), heads)
+    s8 = scores(run_texts(int8, tok, texts, batch_size=batch_size), heads)
     labels = np.asarray(labels)
     ok32, ok8 = s32["label_ids"] == labels, s8["label_ids"] == labels
-    names = {"sr": "softmax_response", "entropy": "entropy", **{k: f"uncertainty_{k}" for k in lams}}
     rng = np.random.default_rng(0)
     samples = [rng.integers(0, len(labels), len(labels)) for _ in range(bootstrap if len(labels) else 0)]
 
@@ -91,8 +91,8 @@ def dataset_deltas(fp32, int8, tok, texts: Sequence[str], labels: np.ndarray, la
     out: dict[str, Any] = {"rows": len(texts), "label_flips": int((s32["label_ids"] != s8["label_ids"]).sum())}
     out["accuracy"] = entry(lambda i, s, ok: float(ok[i].mean()) if len(i) else None)
     out["roc_auc"] = {}
-    for name, key in names.items():
-        e = entry(lambda i, s, ok, key=key: _auc(s[key][i], (~ok[i]).astype(np.int8)))
+    for name in score_names(tuple(heads)):
+        e = entry(lambda i, s, ok, name=name: _auc(s[name][i], (~ok[i]).astype(np.int8)))
         if e is not None:
             out["roc_auc"][name] = e
     out["max_abs_diff"] = max_abs_diffs(s32, s8)
@@ -106,9 +106,10 @@ def _delta(metric, idx, s32, ok32, s8, ok8) -> float | None:
     return None if a is None or b is None else b - a
 
 
-def golden_deltas(fp32, int8, batch: Mapping[str, np.ndarray], lams: Mapping[str, float]) -> dict[str, Any]:
+def golden_deltas(fp32, int8, batch: Mapping[str, np.ndarray],
+                  heads: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """Max abs diff int8 vs fp32 of every output and score on one token batch (the golden set)."""
     o32, o8 = fp32(batch), int8(batch)
-    s32, s8 = scores(o32, lams), scores(o8, lams)
+    s32, s8 = scores(o32, heads), scores(o8, heads)
     return {"max_abs_diff": {**max_abs_diffs(o32, o8), **max_abs_diffs(s32, s8)},
             "label_flips": int((s32["label_ids"] != s8["label_ids"]).sum())}

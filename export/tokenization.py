@@ -1,8 +1,10 @@
-"""The bundle's tokenizer.json, and token tensors made exactly the way the runtime makes them.
+"""The bundle's tokenizer.json, read back through the runtime's own tokenizer.
 
-The runtime tokenises with the ``tokenizers`` library from tokenizer.json, truncating on the right
-to ``max_length`` and padding on the right with ``pad_token_id`` (both taken from the manifest,
-so they are disabled inside the file). :func:`encode` does the same here; :func:`hf_encode` is the
+The runtime tokenises with :class:`uehead.runtime.tokenize.TextTokenizer`: tokenizer.json (with
+truncation and padding switched off inside the file) plus the manifest's
+:class:`~uehead.bundle.TokenizerSpec` (right truncation to ``max_length``, right padding with
+``pad_token_id``). :func:`write_tokenizer` writes the file and returns that very tokenizer, so
+every token batch the export validates comes from the runtime's code. :func:`hf_encode` is the
 checkpoint's Hugging Face tokenizer with the same settings, and :func:`check_tokenizer_agreement`
 fails the export when the two disagree on any text (BOS/EOS handling, normalisation, truncation).
 """
@@ -14,7 +16,15 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
+from uehead.bundle import TOKENIZER_FILE, TokenizerSpec
 from uehead.export.errors import ExportValidationError
+from uehead.runtime.tokenize import TextTokenizer
+
+
+def tokenizer_spec(*, max_length: int, pad_token_id: int, input_names: Sequence[str]) -> TokenizerSpec:
+    """The manifest's tokenizer entry (its sha256 is filled when the manifest is written)."""
+    return TokenizerSpec(file=TOKENIZER_FILE, sha256="", max_length=int(max_length), pad_token_id=int(pad_token_id),
+                         truncation_side="right", model_input_names=tuple(input_names))
 
 
 def bundle_tokenizer(hf_tokenizer) -> Tokenizer:
@@ -25,51 +35,34 @@ def bundle_tokenizer(hf_tokenizer) -> Tokenizer:
     return tok
 
 
-def write_tokenizer(hf_tokenizer, path: str | Path) -> Tokenizer:
-    """Write tokenizer.json (no truncation/padding inside) and return the tokenizer written."""
-    tok = bundle_tokenizer(hf_tokenizer)
-    tok.save(str(path))
-    return Tokenizer.from_file(str(path))
+def write_tokenizer(hf_tokenizer, path: str | Path, spec: TokenizerSpec) -> TextTokenizer:
+    """Write tokenizer.json (no truncation/padding inside) and return the runtime's tokenizer of it."""
+    bundle_tokenizer(hf_tokenizer).save(str(path))
+    return TextTokenizer(path, spec)
 
 
-def encode(tok: Tokenizer, texts: Sequence[str], *, max_length: int, pad_token_id: int,
-           input_names: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
-    """Token tensors (int64 [batch, seq]) as the runtime builds them: right truncation to
-    ``max_length``, right padding to the longest text (or to ``pad_to``)."""
-    tok = Tokenizer.from_str(tok.to_str())  # settings below must not leak into the caller's object
-    tok.enable_truncation(max_length=max_length, direction="right")
-    pad_token = tok.id_to_token(pad_token_id) or ""
-    tok.enable_padding(direction="right", pad_id=pad_token_id, pad_token=pad_token, length=pad_to)
-    encs = tok.encode_batch(list(texts))
-    fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-    return {name: np.array([getattr(e, fields[name]) for e in encs], dtype=np.int64).reshape(len(encs), -1)
-            for name in input_names}
-
-
-def hf_encode(hf_tokenizer, texts: Sequence[str], *, max_length: int, input_names: Sequence[str],
-              pad_to: int | None = None) -> dict[str, np.ndarray]:
-    """The checkpoint's Hugging Face tokenizer with the runtime's settings (right truncation/padding)."""
+def hf_encode(hf_tokenizer, texts: Sequence[str], *, max_length: int, input_names: Sequence[str]
+              ) -> dict[str, np.ndarray]:
+    """The checkpoint's Hugging Face tokenizer with the runtime's settings (right truncation, right
+    padding to the longest text)."""
     saved = hf_tokenizer.padding_side, hf_tokenizer.truncation_side
     hf_tokenizer.padding_side = hf_tokenizer.truncation_side = "right"
     try:
-        enc = hf_tokenizer(list(texts), truncation=True, max_length=max_length,
-                           padding="max_length" if pad_to else "longest", return_tensors="np",
-                           return_token_type_ids="token_type_ids" in input_names)
+        enc = hf_tokenizer(list(texts), truncation=True, max_length=max_length, padding="longest",
+                           return_tensors="np", return_token_type_ids="token_type_ids" in input_names)
     finally:
         hf_tokenizer.padding_side, hf_tokenizer.truncation_side = saved
-    if pad_to and enc["input_ids"].shape[1] != pad_to:
-        raise ValueError(f"pad_to={pad_to} must equal max_length={max_length} for the HF tokenizer")
     return {name: np.asarray(enc[name], dtype=np.int64) for name in input_names}
 
 
-def check_tokenizer_agreement(hf_tokenizer, tok: Tokenizer, texts: Sequence[str], *, max_length: int,
-                              pad_token_id: int, input_names: Sequence[str], where: str | Path = "tokenizer.json"
-                              ) -> dict[str, int]:
-    """Raise :class:`ExportValidationError` unless tokenizer.json and the HF tokenizer give the same
-    tensors for every text; return {"texts": n, "max_tokens": longest}."""
-    ours = encode(tok, texts, max_length=max_length, pad_token_id=pad_token_id, input_names=input_names)
-    theirs = hf_encode(hf_tokenizer, texts, max_length=max_length, input_names=input_names)
-    for name in input_names:
+def check_tokenizer_agreement(hf_tokenizer, tok: TextTokenizer, texts: Sequence[str], *,
+                              where: str | Path = TOKENIZER_FILE) -> dict[str, int]:
+    """Raise :class:`ExportValidationError` unless the runtime's tokenizer and the HF tokenizer give
+    the same tensors for every text; return {"texts": n, "max_tokens": longest}."""
+    texts = list(texts)
+    ours = tok(texts)
+    theirs = hf_encode(hf_tokenizer, texts, max_length=tok.max_length, input_names=tok.input_names)
+    for name in tok.input_names:
         a, b = ours[name], theirs[name]
         if a.shape != b.shape or not np.array_equal(a, b):
             rows = [i for i in range(min(len(a), len(b)))

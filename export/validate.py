@@ -1,17 +1,22 @@
-"""Validation on every export (the optimum habit): PyTorch and ONNX Runtime on the same token ids.
+"""Validation on every export (the optimum habit): PyTorch and the runtime's code on the same token ids.
 
 * :class:`TorchReference` - the oracle: plain transformers (the merged model's own forward for the
   task logits, its base model for z) plus the head weights applied with ``F.linear``. It shares no
   code with the wrapper modules in ``graphs.py``, so a broken wrapper fails validation.
-* :class:`OnnxPipeline` - backbone.onnx -> head.onnx in ONNX Runtime.
+* :class:`OnnxPipeline` - backbone.onnx -> head.onnx in sessions built by the runtime's
+  :func:`~uehead.runtime.session.make_session`.
+* :func:`scores` - probabilities and every score through the head-kind registry: the numpy
+  reference on the PyTorch side, the runtime's kernels on the ONNX Runtime side.
 * :func:`validate_graphs` - every case of :func:`validation_cases` (batch 1 and 37, lengths 1 and
-  max_length, real tokenizer output) through both; each output's max abs diff is reported and
-  :class:`ExportValidationError` is raised when probabilities or uncertainties differ by more than
-  the tolerance (features and logits get their own reported diffs).
-* :func:`compare_runtime_to_pytorch` - the issue's acceptance check: ``uehead.runtime`` on a bundle
-  against the PyTorch checkpoint on any texts.
+  max_length, token ids from the runtime's :class:`~uehead.runtime.tokenize.TextTokenizer`, fed
+  unchanged to both sides) through both; each output's max abs diff is reported and
+  :class:`ExportValidationError` is raised when probabilities or scores differ by more than the
+  tolerance (features and logits get their own reported diffs).
+* :func:`compare_runtime_to_pytorch` - ``uehead.runtime`` on a finished bundle against the PyTorch
+  checkpoint (tokenised by its Hugging Face tokenizer) on any texts.
 
-Every uncertainty score compared here is **higher = more uncertain**.
+Score names are those of ``Predictions.scores``: "sr", "entropy" and one per head kind. Every
+score compared here is **higher = more uncertain**.
 """
 from __future__ import annotations
 
@@ -20,14 +25,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from uehead.export.checkpoint import Checkpoint, HeadWeights
+from uehead import scores as reference
+from uehead.checkpoint import Checkpoint, HeadWeights
 from uehead.export.errors import ExportValidationError
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
-from uehead.export.tokenization import encode
-from uehead import scores as reference
+from uehead.scores import NonFiniteLogitsError, head_kind, head_params, score_names
 
-#: Scores held to the tolerance; everything else (features, logits, label ids) is reported only.
-CHECKED_PREFIXES = ("probs", "softmax_response", "entropy", "uncertainty_")
 DEFAULT_TOLERANCE = 1e-4
 
 #: Real-looking texts used when no dataset is at hand (validation and golden set).
@@ -62,7 +65,11 @@ class TorchReference:
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, model=None) -> "TorchReference":
-        return cls(model if model is not None else ckpt.load_model(), ckpt.architecture, ckpt.heads)
+        if model is None:
+            from uehead.export.hf import load_model
+
+            model = load_model(ckpt)
+        return cls(model, ckpt.architecture, ckpt.heads)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -93,18 +100,15 @@ class TorchReference:
 
 
 class OnnxPipeline:
-    """backbone.onnx -> head.onnx in ONNX Runtime, returning the same dict as TorchReference."""
+    """backbone.onnx -> head.onnx in ONNX Runtime, returning the same dict as TorchReference. The
+    sessions are built as the runtime builds them (the head graph on one thread)."""
 
     def __init__(self, backbone: str | Path, head: str | Path, *, threads: int | None = None):
-        import onnxruntime as ort
+        from uehead.runtime.session import make_session
 
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
         self.backbone_path, self.head_path = Path(backbone), Path(head)
-        self.backbone = ort.InferenceSession(str(backbone), opts, providers=providers)
-        self.head = ort.InferenceSession(str(head), opts, providers=providers)
+        self.backbone = make_session(self.backbone_path, threads=threads)
+        self.head = make_session(self.head_path, threads=1)
         self.input_names = tuple(i.name for i in self.backbone.get_inputs())
         self.output_names = tuple(o.name for o in self.head.get_outputs())
 
@@ -115,41 +119,46 @@ class OnnxPipeline:
         return {FEATURES: z, **dict(zip(self.output_names, outs))}
 
 
-def run_texts(pipeline, tok, texts: Sequence[str], *, input_names: Sequence[str], max_length: int,
-              pad_token_id: int, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Raw outputs of ``pipeline`` (OnnxPipeline or TorchReference) for many texts, in input order;
-    texts are grouped by token length so batches carry little padding (as the runtime does)."""
-    lengths = [len(e.ids) for e in _truncating(tok, max_length).encode_batch(list(texts))]
-    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+def run_texts(pipeline, tok, texts: Sequence[str], *, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Raw outputs of ``pipeline`` (OnnxPipeline or TorchReference) for many texts, in input order.
+    ``tok`` is the runtime's TextTokenizer; texts are grouped by token length so batches carry
+    little padding, as the runtime does."""
+    texts = list(texts)
+    ids = tok.encode(texts)
+    order = np.argsort(np.asarray([len(x) for x in ids], dtype=np.int64), kind="stable")
     parts: dict[str, np.ndarray] = {}
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
-        batch = encode(tok, [texts[i] for i in idx], max_length=max_length, pad_token_id=pad_token_id,
-                       input_names=input_names)
-        for k, v in pipeline(batch).items():
+        for k, v in pipeline(tok.pad([ids[i] for i in idx])).items():
             if k not in parts:
                 parts[k] = np.empty((len(texts), *v.shape[1:]), v.dtype)
             parts[k][idx] = v
     return parts
 
 
-def _truncating(tok, max_length: int):
-    from tokenizers import Tokenizer
-
-    t = Tokenizer.from_str(tok.to_str())
-    t.enable_truncation(max_length=max_length, direction="right")
-    return t
+def checked_names(heads: Mapping[str, Any]) -> tuple[str, ...]:
+    """Outputs held to the tolerance: the probabilities and every score. Features, logits and label
+    ids are reported only."""
+    return ("probs", *score_names(tuple(heads)))
 
 
-def scores(outputs: Mapping[str, np.ndarray], lams: Mapping[str, float]) -> dict[str, np.ndarray]:
-    """Probabilities and every uncertainty (higher = more uncertain) from raw outputs, via the
-    numpy reference the runtime kernels are tested against."""
-    probs, sr, ent, _ = reference.task_outputs(outputs[TASK_LOGITS])
-    out = {"probs": probs, "label_ids": probs.argmax(axis=1), "softmax_response": sr, "entropy": ent}
-    for kind, lam in lams.items():
-        logits = outputs[head_output_name(kind)]
-        u = reference.adue_uncertainty(logits, lam) if kind == "adue" else reference.alien_uncertainty(logits)
-        out[f"uncertainty_{kind}"] = u
+def scores(outputs: Mapping[str, np.ndarray], heads: Mapping[str, Mapping[str, float]], *,
+           kernels: bool = False) -> dict[str, np.ndarray]:
+    """Probabilities, label ids and every score (higher = more uncertain) from raw outputs, keyed
+    "probs", "label_ids", "sr", "entropy" and one per head kind (``heads``: kind -> score kwargs).
+
+    ``kernels=False``: the numpy reference (float64); ``True``: the runtime's kernels (float32),
+    i.e. what the runtime serves for these outputs."""
+    if kernels:
+        from uehead.runtime import kernels as impl
+    else:
+        impl = reference
+    probs, sr, ent, _ = impl.task_outputs(outputs[TASK_LOGITS])
+    out = {"probs": probs, "label_ids": probs.argmax(axis=1), "sr": sr, "entropy": ent}
+    for kind, params in heads.items():
+        entry = head_kind(kind)
+        score = entry.score_kernel if kernels else entry.score_reference
+        out[kind] = score(outputs[head_output_name(kind)], **params)
     return out
 
 
@@ -172,18 +181,17 @@ def max_abs_diffs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> d
     return out
 
 
-def validation_cases(tok, texts: Sequence[str], *, max_length: int, pad_token_id: int,
-                     input_names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Token batches from real tokenizer output: batch 1 and 37, natural lengths, length 1 and max_length."""
+def validation_cases(tok, texts: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Token batches from the runtime's TextTokenizer ``tok``: batch 1 and 37, natural lengths,
+    length 1 and max_length."""
     texts = [t for t in texts if t.strip()] or list(SAMPLE_TEXTS[:4])
     many = [texts[i % len(texts)] for i in range(37)]
     long = long_text(texts)
-    kw = dict(max_length=max_length, pad_token_id=pad_token_id, input_names=input_names)
     cases = {
-        "batch1": encode(tok, many[:1], **kw),
-        "batch37": encode(tok, many, **kw),
-        "batch1_max_length": encode(tok, [long], **kw),
-        "batch37_max_length": encode(tok, many[:36] + [long], pad_to=max_length, **kw),
+        "batch1": tok(many[:1]),
+        "batch37": tok(many),
+        "batch1_max_length": tok([long]),
+        "batch37_max_length": tok(many[:36] + [long]),
     }
     cases["batch1_length1"] = {k: v[:, :1] for k, v in cases["batch1"].items()}
     cases["batch37_length1"] = {k: v[:, :1] for k, v in cases["batch37"].items()}
@@ -191,40 +199,42 @@ def validation_cases(tok, texts: Sequence[str], *, max_length: int, pad_token_id
 
 
 def compare_outputs(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
-                    lams: Mapping[str, float]) -> dict[str, Any]:
-    """Diffs of raw outputs and of scores, plus the number of flipped predictions. Non-finite
-    outputs count as an infinite diff (they fail any tolerance)."""
+                    heads: Mapping[str, Mapping[str, float]], *, kernels: bool = True) -> dict[str, Any]:
+    """Diffs of raw outputs and of scores, plus the number of flipped predictions. ``expected`` is
+    scored by the numpy reference, ``actual`` by the runtime's kernels (``kernels=True``) or the
+    reference. Non-finite outputs count as an infinite diff (they fail any tolerance)."""
     raw = max_abs_diffs(expected, actual)
-    se = scores(expected, lams)
+    se = scores(expected, heads)
     try:
-        sa = scores(actual, lams)
-    except reference.NonFiniteLogitsError:
+        sa = scores(actual, heads, kernels=kernels)
+    except NonFiniteLogitsError:
         return {"max_abs_diff": {**raw, **{k: float("inf") for k in se if k != "label_ids"}},
                 "label_flips": int(len(se["label_ids"]))}
     return {"max_abs_diff": {**raw, **max_abs_diffs(se, sa)},
             "label_flips": int((se["label_ids"] != sa["label_ids"]).sum())}
 
 
-def summarise(cases: Mapping[str, Mapping[str, Any]], tolerance: float) -> dict[str, Any]:
-    """Worst diff per output over all cases, and whether every checked score is within tolerance."""
+def summarise(cases: Mapping[str, Mapping[str, Any]], tolerance: float, checked: Sequence[str]) -> dict[str, Any]:
+    """Worst diff per output over all cases, and whether every ``checked`` output is within tolerance."""
     worst: dict[str, float] = {}
     for case in cases.values():
         for k, v in case["max_abs_diff"].items():
             worst[k] = max(worst.get(k, 0.0), v)
-    failed = sorted(k for k, v in worst.items() if k.startswith(CHECKED_PREFIXES) and not v <= tolerance)
+    failed = sorted(k for k, v in worst.items() if k in checked and not v <= tolerance)
     return {"tolerance": tolerance, "max_abs_diff": worst, "failed": failed, "passed": not failed,
             "cases": dict(cases)}
 
 
-def validate_graphs(ref, onnx, cases: Mapping[str, Mapping[str, np.ndarray]], lams: Mapping[str, float], *,
-                    tolerance: float = DEFAULT_TOLERANCE, where: str | Path = "backbone.onnx",
-                    raise_on_failure: bool = True) -> dict[str, Any]:
-    """Run ``ref`` (PyTorch) and ``onnx`` (ONNX Runtime) on every case; report each output's max abs
-    diff; raise :class:`ExportValidationError` when a probability or uncertainty exceeds ``tolerance``."""
+def validate_graphs(ref, onnx, cases: Mapping[str, Mapping[str, np.ndarray]],
+                    heads: Mapping[str, Mapping[str, float]], *, tolerance: float = DEFAULT_TOLERANCE,
+                    where: str | Path = "backbone.onnx", raise_on_failure: bool = True) -> dict[str, Any]:
+    """Run ``ref`` (PyTorch) and ``onnx`` (ONNX Runtime) on every case, score them (reference vs the
+    runtime's kernels), report each output's max abs diff; raise :class:`ExportValidationError` when
+    a probability or score exceeds ``tolerance``. ``heads``: kind -> score kwargs."""
     per_case = {}
     for name, batch in cases.items():
-        per_case[name] = {"shape": list(batch["input_ids"].shape), **compare_outputs(ref(batch), onnx(batch), lams)}
-    report = summarise(per_case, tolerance)
+        per_case[name] = {"shape": list(batch["input_ids"].shape), **compare_outputs(ref(batch), onnx(batch), heads)}
+    report = summarise(per_case, tolerance, checked_names(heads))
     if raise_on_failure and not report["passed"]:
         worst = {k: report["max_abs_diff"][k] for k in report["failed"]}
         raise ExportValidationError(
@@ -237,35 +247,34 @@ def validate_graphs(ref, onnx, cases: Mapping[str, Mapping[str, np.ndarray]], la
 def compare_runtime_to_pytorch(checkpoint: str | Path, bundle: str | Path, texts: Sequence[str], *,
                                tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32,
                                raise_on_failure: bool = True) -> dict[str, Any]:
-    """The runtime's (``uehead.runtime.load(bundle)``) probabilities and uncertainties on ``texts``
+    """The runtime's (``uehead.runtime.load(bundle)``) probabilities and scores on ``texts``
     against the PyTorch checkpoint (plain transformers + head weights, tokenised by the checkpoint's
     Hugging Face tokenizer). Returns per-output max abs diffs; raises :class:`ExportValidationError`
     above ``tolerance`` (meant for fp32 bundles)."""
     from uehead import runtime
-    from uehead.bundle import read_manifest
-    from uehead.export.checkpoint import read_checkpoint
+    from uehead.checkpoint import read_checkpoint
+    from uehead.export.hf import load_tokenizer
     from uehead.export.tokenization import hf_encode
 
     ckpt = read_checkpoint(checkpoint)
-    manifest = read_manifest(bundle)
     model = runtime.load(bundle)
-    hf_tok = ckpt.load_tokenizer()
+    spec = model.manifest.tokenizer
+    hf_tok = load_tokenizer(ckpt)
     ref = TorchReference.from_checkpoint(ckpt)
-    lams = {h.kind: float(h.lam) for h in manifest.head.heads}
-    names = tuple(manifest.tokenizer.model_input_names)
+    heads = {h.kind: head_params(h.kind, h) for h in model.manifest.head.heads}
     texts = list(texts)
     expected: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(texts), batch_size):
-        chunk = texts[i:i + batch_size]
-        batch = hf_encode(hf_tok, chunk, max_length=manifest.tokenizer.max_length, input_names=names)
-        for k, v in scores(ref(batch), lams).items():
+        batch = hf_encode(hf_tok, texts[i:i + batch_size], max_length=spec.max_length,
+                          input_names=spec.model_input_names)
+        for k, v in scores(ref(batch), heads).items():
             expected.setdefault(k, []).append(v)
-    exp = {k: np.concatenate(v) for k, v in expected.items()} if texts else {}
-    got = _runtime_scores(model, texts, batch_size, manifest)
+    exp = {k: np.concatenate(v) for k, v in expected.items()}
+    got = _runtime_outputs(model, texts, batch_size)
     diffs = max_abs_diffs(exp, got)
     flips = int((exp["label_ids"] != got["label_ids"]).sum()) if texts else 0
     report = {"texts": len(texts), "tolerance": tolerance, "max_abs_diff": diffs, "label_flips": flips}
-    failed = sorted(k for k, v in diffs.items() if k.startswith(CHECKED_PREFIXES) and not v <= tolerance)
+    failed = sorted(k for k, v in diffs.items() if k in checked_names(heads) and not v <= tolerance)
     report.update(failed=failed, passed=not failed)
     if raise_on_failure and failed:
         raise ExportValidationError(f"the runtime differs from the PyTorch checkpoint beyond {tolerance:g} on "
@@ -274,19 +283,16 @@ def compare_runtime_to_pytorch(checkpoint: str | Path, bundle: str | Path, texts
     return report
 
 
-def _runtime_scores(model, texts: Sequence[str], batch_size: int, manifest) -> dict[str, np.ndarray]:
-    """Scores from a runtime Model, in the keys of :func:`scores` (one entry per head kind)."""
+def _runtime_outputs(model, texts: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
+    """A runtime Model's probabilities, label ids and scores, in the keys of :func:`scores`."""
     p = model.predict(list(texts), batch_size=batch_size)
-    out = {"probs": np.asarray(p.probs), "label_ids": np.asarray(p.label_ids),
-           "softmax_response": np.asarray(p.softmax_response), "entropy": np.asarray(p.entropy)}
-    for h in manifest.head.heads:
-        out[f"uncertainty_{h.kind}"] = np.asarray(p.scores[h.kind])
-    return out
+    return {"probs": np.asarray(p.probs), "label_ids": np.asarray(p.label_ids),
+            **{k: np.asarray(v) for k, v in p.scores.items()}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m uehead.export.validate CKPT BUNDLE [--data rotten_tomatoes] [--rows 200]``:
-    the issue's acceptance check (runtime vs PyTorch on test texts); prints the JSON report."""
+    the runtime against PyTorch on a dataset's test texts; prints the JSON report."""
     import argparse
     import json
 

@@ -1,7 +1,7 @@
 """Bundle assembly: the manifest, golden.json, baselines.npz and the writer's versions.
 
-File names inside a bundle are fixed here; checksums are filled by
-:func:`uehead.bundle.write_manifest` from the files on disk.
+File names, baseline keys and the golden.json schema are :mod:`uehead.bundle`'s; checksums are
+filled by :func:`uehead.bundle.write_manifest` from the files on disk.
 """
 from __future__ import annotations
 
@@ -10,28 +10,26 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-from uehead.export.checkpoint import HEAD_ORDER, Checkpoint
-from uehead.export.errors import CheckpointError
-from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
-
 from uehead._extras import installed_versions
 from uehead.bundle import (
+    BACKBONE_FILE,
+    BASELINES_FILE,
+    GOLDEN_FILE,
+    HEAD_FILE,
     BackboneSpec,
     FileSpec,
     HeadSpec,
     Manifest,
     TokenizerSpec,
     UncertaintyHeadSpec,
+    golden_payload,
+    read_manifest,
     write_manifest,
 )
+from uehead.checkpoint import Checkpoint, CheckpointError, read_md
+from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
+from uehead.scores import TASK_SCORES, head_kinds
 
-TOKENIZER_FILE = "tokenizer.json"
-BACKBONE_FILE = "backbone.onnx"
-HEAD_FILE = "head.onnx"
-BASELINES_FILE = "baselines.npz"
-GOLDEN_FILE = "golden.json"
-BASELINE_KEYS = ("class_means", "precision", "global_mean", "global_precision")
 _VERSIONED = ("uehead", "torch", "transformers", "onnx", "onnxruntime", "optimum", "optimum-onnx", "tokenizers",
               "numpy")
 
@@ -42,14 +40,14 @@ def writer_versions() -> dict[str, str]:
 
 
 def choose_default_head(available: Sequence[str], requested: str | None) -> str:
-    """The score that fills ``Predictions.uncertainty``: ``requested``, else the first of adue,
-    alien present, else "sr"."""
+    """The score that fills ``Predictions.uncertainty``: ``requested``, else the first head kind
+    present in registry order (:func:`uehead.scores.head_kinds`: adue, then alien), else "sr"."""
     if requested is not None:
         if requested != "sr" and requested not in available:
             raise CheckpointError(f"default head {requested!r} was not trained (heads: {list(available) or 'none'}).",
                                   fix=f"pass --default-head as one of {[*available, 'sr']}.")
         return requested
-    return next((k for k in HEAD_ORDER if k in available), "sr")
+    return next((k for k in head_kinds() if k in available), "sr")
 
 
 def copy_baselines(ckpt: Checkpoint, out_dir: Path) -> FileSpec | None:
@@ -57,34 +55,16 @@ def copy_baselines(ckpt: Checkpoint, out_dir: Path) -> FileSpec | None:
     src = ckpt.baselines_file
     if not src.is_file():
         return None
-    fix = "re-run `uehead train` (it writes baselines/md.npz with np.savez)."
-    try:
-        with np.load(src, allow_pickle=False) as npz:
-            missing = [k for k in BASELINE_KEYS if k not in npz.files]
-            arrays = {k: npz[k] for k in BASELINE_KEYS if k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot be read as a numpy .npz without pickles ({exc}).", path=src, fix=fix) from exc
-    if missing:
-        raise CheckpointError(f"lacks arrays {missing}.", path=src, fix=fix)
-    if not all(np.isfinite(a).all() for a in arrays.values()):
-        raise CheckpointError("holds NaN or inf.", path=src, fix=fix)
+    read_md(ckpt.root, l2=False)  # raises CheckpointError on missing arrays, pickles, NaN or inf
     shutil.copyfile(src, out_dir / BASELINES_FILE)
     return FileSpec(BASELINES_FILE, "", {"l2_normalize": False})
 
 
-def golden_payload(texts: Sequence[str], scores: Mapping[str, np.ndarray], kinds: Sequence[str], *,
-                   source: str, tolerance: float) -> dict[str, Any]:
-    """golden.json as the runtime's ``verify`` reads it (scores from ``validate.scores``)."""
-    return {
-        "texts": list(texts),
-        "tolerance": float(tolerance),
-        "source": source,
-        "label_ids": [int(x) for x in scores["label_ids"]],
-        "probs": np.asarray(scores["probs"], np.float64).tolist(),
-        "softmax_response": np.asarray(scores["softmax_response"], np.float64).tolist(),
-        "entropy": np.asarray(scores["entropy"], np.float64).tolist(),
-        "heads": {k: np.asarray(scores[f"uncertainty_{k}"], np.float64).tolist() for k in kinds},
-    }
+def golden_from_scores(texts: Sequence[str], scored: Mapping[str, Any], kinds: Sequence[str], *, source: str,
+                       tolerance: float) -> dict[str, Any]:
+    """golden.json from the output of ``validate.scores`` on ``texts`` (one entry per head kind)."""
+    return golden_payload(texts, scored["label_ids"], scored["probs"],
+                          {k: scored[k] for k in (*TASK_SCORES, *kinds)}, source=source, tolerance=tolerance)
 
 
 def write_golden(out_dir: Path, payload: Mapping[str, Any]) -> FileSpec:
@@ -93,21 +73,21 @@ def write_golden(out_dir: Path, payload: Mapping[str, Any]) -> FileSpec:
                                       "tolerance": payload["tolerance"]})
 
 
-def build_manifest(ckpt: Checkpoint, *, input_names: Sequence[str], pad_token_id: int, feature_size: int,
-                   precision: str, backbone_parameters: int, head_parameters: int, default_head: str,
+def build_manifest(ckpt: Checkpoint, *, tokenizer: TokenizerSpec, feature_size: int, precision: str,
+                   backbone_parameters: int, head_parameters: int, default_head: str,
                    baselines: FileSpec | None, golden: FileSpec | None, reports: Mapping[str, Any]) -> Manifest:
-    """The manifest (checksums empty: :func:`finish` fills them)."""
+    """The manifest (checksums empty: :func:`finish` fills them). ``tokenizer`` is the spec the
+    export validated with."""
     heads = tuple(
         UncertaintyHeadSpec(kind=kind, output_name=head_output_name(kind), lam=h.lam,
                             hyperparameters=dict(h.meta.get("hyperparameters") or {}),
                             validation=dict(h.meta.get("validation") or {}))
         for kind, h in ckpt.heads.items())
+    input_names = tuple(tokenizer.model_input_names)
     return Manifest(
         labels=ckpt.label_names,
-        tokenizer=TokenizerSpec(file=TOKENIZER_FILE, sha256="", max_length=ckpt.max_length,
-                                pad_token_id=int(pad_token_id), truncation_side="right",
-                                model_input_names=tuple(input_names)),
-        backbone=BackboneSpec(file=BACKBONE_FILE, sha256="", input_names=tuple(input_names), output_name=FEATURES,
+        tokenizer=tokenizer,
+        backbone=BackboneSpec(file=BACKBONE_FILE, sha256="", input_names=input_names, output_name=FEATURES,
                               feature_size=int(feature_size), architecture=ckpt.architecture, pooling=ckpt.pooling,
                               precision=precision, num_parameters=int(backbone_parameters)),
         head=HeadSpec(file=HEAD_FILE, sha256="", input_name=FEATURES, task_logits_name=TASK_LOGITS,
@@ -129,7 +109,5 @@ def training_summary(ckpt: Checkpoint) -> dict[str, Any]:
 
 def finish(out_dir: Path, manifest: Manifest) -> Manifest:
     """Fill checksums and write manifest.json; return the manifest as written."""
-    from uehead.bundle import read_manifest
-
     write_manifest(out_dir, manifest)
     return read_manifest(out_dir)

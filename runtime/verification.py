@@ -4,23 +4,24 @@
 
     {"texts": [...], "tolerance": 1e-4, "source": "pytorch" | "onnxruntime",
      "label_ids": [N], "probs": [[...]], "softmax_response": [N], "entropy": [N],
-     "heads": {"adue": [N], "alien": [N]}}
+     "heads": {"adue": [N], "alien": [N]}, "distances": {"md": [N], "rmd": [N]}}
 
-:func:`verify` loads the bundle (every sha256 and graph check of :func:`uehead.runtime.load`),
-re-computes the golden texts through the runtime (one text per call), and reports each output's
-max abs diff. Any diff above the tolerance raises :class:`GoldenMismatchError`; a label may differ
-only where the golden probabilities of the top two classes are within twice the tolerance.
+(schema: :func:`uehead.bundle.golden_payload`; ``distances`` is optional). :func:`verify` loads
+the bundle (every sha256 and graph check of :func:`uehead.runtime.load`), re-computes the golden
+texts through the runtime (one text per call), and reports each output's max abs diff (relative
+to max(1, |value|) for the distances). Any diff above the tolerance raises
+:class:`GoldenMismatchError`; a label may differ only where the golden probabilities of the top
+two classes are within twice the tolerance.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from uehead.bundle import BundleError, IncompatibleBundleError
+from uehead.bundle import BundleError, IncompatibleBundleError, read_golden
 
 __all__ = ["verify", "GoldenMismatchError"]
 
@@ -43,7 +44,7 @@ def verify(bundle_dir: str | os.PathLike) -> dict[str, Any]:
         BundleError (or a subclass) for any problem load() finds; GoldenMismatchError naming
         golden.json when an output differs from it by more than its tolerance.
     """
-    from uehead.runtime.model import load
+    from uehead.runtime.loading import load
 
     root = Path(bundle_dir)
     model = load(root, warmup=False)
@@ -59,15 +60,17 @@ def verify(bundle_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_golden(model, path: Path) -> dict[str, Any]:
-    golden = _read_golden(path, model)
+    golden = read_golden(path)
     texts = golden["texts"]
     tol = golden["tolerance"]
+    if golden["distances"] and model.baselines is None:
+        raise IncompatibleBundleError("has distances, but the bundle has no baselines.", path=path, fix=_FIX)
     # One text per call: int8 backbones quantise activations per batch, so a text's outputs depend on
     # its batch mates; exporters compute golden outputs per text, and so does verify.
-    preds = model.predict(texts, batch_size=1)
+    preds = model.predict(texts, batch_size=1, distances=bool(golden["distances"]))
     diffs: dict[str, float] = {}
 
-    def compare(name: str, got: np.ndarray, expected) -> None:
+    def compare(name: str, got: np.ndarray, expected, relative: bool = False) -> None:
         try:
             want = np.asarray(expected, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -75,31 +78,22 @@ def _check_golden(model, path: Path) -> dict[str, Any]:
         if want.shape != got.shape:
             raise IncompatibleBundleError(f"'{name}' has shape {want.shape}, the runtime gives {got.shape}.",
                                           path=path, fix=_FIX)
-        diffs[name] = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+        err = np.abs(got.astype(np.float64) - want)
+        if relative:
+            err = err / np.maximum(1.0, np.abs(want))
+        diffs[name] = float(np.max(err)) if want.size else 0.0
 
     compare("probs", preds.probs, golden["probs"])
     compare("softmax_response", preds.softmax_response, golden["softmax_response"])
     compare("entropy", preds.entropy, golden["entropy"])
-    for kind, values in golden.get("heads", {}).items():
-        if kind not in preds.scores:
-            raise IncompatibleBundleError(f"has outputs for head {kind!r}, which the bundle does not have "
-                                          f"(heads: {[h.kind for h in model.manifest.head.heads]}).",
-                                          path=path, fix=_FIX)
-        compare(kind, preds.scores[kind], values)
+    for group, relative in (("heads", False), ("distances", True)):
+        for name, values in golden[group].items():
+            if name not in preds.scores:
+                raise IncompatibleBundleError(f"has {group} output {name!r}, which the bundle does not give "
+                                              f"(scores: {sorted(preds.scores)}).", path=path, fix=_FIX)
+            compare(name, preds.scores[name], values, relative)
 
-    # A label may flip only where the golden probabilities are a tie within the tolerance.
-    try:
-        want_ids = np.asarray(golden["label_ids"], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"'label_ids' is not a list of ints ({exc}).", path=path, fix=_FIX) from exc
-    if want_ids.shape != preds.label_ids.shape:
-        raise IncompatibleBundleError(f"'label_ids' has shape {want_ids.shape}, expected {preds.label_ids.shape}.",
-                                      path=path, fix=_FIX)
-    want_probs = np.asarray(golden["probs"], dtype=np.float64)
-    flipped = np.flatnonzero(want_ids != preds.label_ids)
-    top2 = np.sort(want_probs, axis=1)[:, -2:] if len(want_probs) else np.zeros((0, 2))
-    real_flips = [int(i) for i in flipped if top2[i, 1] - top2[i, 0] > 2 * tol]
-
+    flipped, real_flips = _label_flips(golden, preds, path, tol)
     bad = {k: v for k, v in diffs.items() if not v <= tol}  # NaN counts as bad
     if bad or real_flips:
         parts = [f"{k} max abs diff {v:.3g}" for k, v in bad.items()]
@@ -113,25 +107,17 @@ def _check_golden(model, path: Path) -> dict[str, Any]:
             "max_abs_diff": diffs, "label_mismatches": int(len(flipped))}
 
 
-def _read_golden(path: Path, model) -> dict[str, Any]:
+def _label_flips(golden: dict[str, Any], preds, path: Path, tol: float) -> tuple[np.ndarray, list[int]]:
+    """(texts whose label differs, those of them that are not a tie): a label may flip only where
+    the golden probabilities of the top two classes are within twice the tolerance."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"is not valid UTF-8 JSON ({exc}).", path=path, fix=_FIX) from exc
-    if not isinstance(data, dict):
-        raise BundleError("must be a JSON object.", path=path, fix=_FIX)
-    missing = [k for k in ("texts", "label_ids", "probs", "softmax_response", "entropy") if k not in data]
-    if missing:
-        raise BundleError(f"lacks keys {missing}.", path=path, fix=_FIX)
-    texts = data["texts"]
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise BundleError("'texts' must be a list of strings.", path=path, fix=_FIX)
-    tol = data.get("tolerance", 1e-4)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise BundleError(f"'tolerance' must be a number >= 0, got {tol!r}.", path=path, fix=_FIX)
-    heads = data.get("heads", {})
-    if not isinstance(heads, dict):
-        raise BundleError("'heads' must be an object kind -> list of numbers.", path=path, fix=_FIX)
-    data["tolerance"] = float(tol)
-    data["heads"] = heads
-    return data
+        want_ids = np.asarray(golden["label_ids"], dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"'label_ids' is not a list of ints ({exc}).", path=path, fix=_FIX) from exc
+    if want_ids.shape != preds.label_ids.shape:
+        raise IncompatibleBundleError(f"'label_ids' has shape {want_ids.shape}, expected {preds.label_ids.shape}.",
+                                      path=path, fix=_FIX)
+    want_probs = np.asarray(golden["probs"], dtype=np.float64)
+    flipped = np.flatnonzero(want_ids != preds.label_ids)
+    top2 = np.sort(want_probs, axis=1)[:, -2:] if len(want_probs) else np.zeros((0, 2))
+    return flipped, [int(i) for i in flipped if top2[i, 1] - top2[i, 0] > 2 * tol]

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from uehead.checkpoint import is_checkpoint, read_training
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,7 +57,7 @@ def main() -> int:
     t_all = time.perf_counter()
 
     t = step("1/5 train: LoRA MiniLM on Rotten Tomatoes, merge, AdUE + ALIEN heads, baselines")
-    if not (ckpt / "training.json").is_file():
+    if not is_checkpoint(ckpt):
         from uehead.training import train
 
         train(model="minilm", data="rotten_tomatoes", out=ckpt, heads=("adue", "alien"),
@@ -94,7 +96,7 @@ def main() -> int:
 
     total = time.perf_counter() - t_all
     print("\n=== summary")
-    training = json.loads((ckpt / "training.json").read_text())
+    training = read_training(ckpt)
     print(f"checkpoint: {ckpt}\nbundles:    {fp32}\n            {int8}")
     print(f"test accuracy (PyTorch): {training['accuracy']['test']:.4f}")
     for name in ("bundle-fp32", "bundle-int8"):

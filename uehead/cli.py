@@ -5,6 +5,7 @@
     uehead verify    -> uehead.runtime.verify (torch-free)
     uehead predict   -> uehead.runtime.Model.predict_file (torch-free)
     uehead evaluate  -> uehead.evaluation.evaluate.evaluate_bundle (torch-free)
+    uehead calibrate -> uehead.calibration.calibrate (torch-free)
     uehead bench     -> uehead.bench.run_bench
 
 Heavy stages are imported only when their verb runs, so ``uehead verify`` works on a
@@ -18,8 +19,7 @@ import sys
 from pathlib import Path
 
 from uehead import __version__
-from uehead.bundle import BundleError
-from uehead.datasets import DataError
+from uehead.errors import UeheadError
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -68,6 +68,22 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                                 batch_size=a.batch_size, resume=a.resume)
     print(f"uehead predict: {report.rows} rows ({report.error_rows} error rows) -> {report.output} "
           f"in {report.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in _csv(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma list of numbers, e.g. 0.05,0.1") from None
+
+
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from uehead.calibration import calibrate
+
+    calibrate(a.bundle, a.data, out=a.out, split=a.split, score=a.score, risk=a.risk, delta=a.delta,
+              coverage=a.coverage, method=a.method, class_conditional=a.class_conditional,
+              text_column=a.text_column, label_column=a.label_column, batch_size=a.batch_size)
     return 0
 
 
@@ -140,6 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
+    c = sub.add_parser("calibrate", help="fit P(error), risk-controlled abstention and conformal sets on labelled "
+                                         "rows -> a calibrated copy of the bundle (torch-free)")
+    c.add_argument("bundle", type=Path)
+    c.add_argument("--data", required=True,
+                   help="rotten_tomatoes | dataset folder | .jsonl/.csv/.parquet file with text and label columns")
+    c.add_argument("--split", default="valid", help="split of a dataset (never one the model was trained on)")
+    c.add_argument("--out", required=True, type=Path, help="folder of the calibrated bundle to write (must not exist)")
+    c.add_argument("--score", default=None, help="score to calibrate (default: the bundle's default kind)")
+    c.add_argument("--risk", type=_floats, default=(0.05, 0.1), help="risk levels, the first is the default")
+    c.add_argument("--delta", type=float, default=0.1, help="P(error rate among accepted > risk) allowed")
+    c.add_argument("--coverage", type=_floats, default=(0.9, 0.95), help="coverage levels, the first is the default")
+    c.add_argument("--method", default="lac", choices=("lac", "aps"))
+    c.add_argument("--class-conditional", action="store_true", help="one conformal quantile per class (Mondrian)")
+    c.add_argument("--text-column", default="text")
+    c.add_argument("--label-column", default="label")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.set_defaults(func=_cmd_calibrate)
+
     b = sub.add_parser("bench", help="per-stage CPU timings, overhead of the head, peers")
     b.add_argument("bundle", type=Path)
     b.add_argument("--json", required=True, type=Path)
@@ -153,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DataError, FileNotFoundError, FileExistsError, ImportError, ValueError) as exc:
+    except (UeheadError, FileNotFoundError, FileExistsError, ImportError, ValueError) as exc:
         print(f"uehead {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

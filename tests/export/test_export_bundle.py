@@ -45,7 +45,7 @@ def test_manifest_contents(fp32_bundles, tiny_ckpts, arch):
     assert r["validation"]["passed"] and r["validation"]["tolerance"] == 1e-4
     assert set(r["validation"]["cases"]) == {"batch1", "batch37", "batch1_max_length", "batch37_max_length",
                                              "batch1_length1", "batch37_length1"}
-    for key in ("features", "task_logits", "adue_logits", "alien_logits", "probs", "uncertainty_adue"):
+    for key in ("features", "task_logits", "adue_logits", "alien_logits", "probs", "sr", "adue", "alien"):
         assert r["validation"]["max_abs_diff"][key] < 1e-4, key
     assert r["parameters"]["uncertainty_heads"] == 2 * per_head
     assert r["export"]["precision"] == "fp32" and r["training"]["architecture"] == arch
@@ -77,8 +77,7 @@ def test_runtime_matches_pytorch_checkpoint(fp32_bundles, tiny_ckpts, tiny_data,
     texts += ["", "good " * 100, "the film was dull " * 2000]  # the last one passes the runtime's pre-cut
     report = compare_runtime_to_pytorch(tiny_ckpts[arch], fp32_bundles[arch][1], texts, batch_size=7)
     assert report["passed"] and report["texts"] == len(texts)
-    assert set(report["max_abs_diff"]) >= {"probs", "softmax_response", "entropy", "uncertainty_adue",
-                                           "uncertainty_alien"}
+    assert set(report["max_abs_diff"]) >= {"probs", "sr", "entropy", "adue", "alien"}
 
 
 def test_compare_runtime_to_pytorch_catches_a_different_model(fp32_bundles, tmp_path):
@@ -200,3 +199,25 @@ def test_roberta_style_head_exports_and_matches(tmp_path):
     assert m.head.num_parameters == 3 * (32 * 32 + 32 + 2 * 32 + 2)
     report = compare_runtime_to_pytorch(ckpt, tmp_path / "b", list(SAMPLE_TEXTS))
     assert report["passed"]
+
+
+def test_verify_compares_golden_distances_when_present(fp32_bundles, tmp_path):
+    from uehead.bundle import read_manifest, write_manifest
+    from uehead.runtime.verification import GoldenMismatchError
+
+    bundle = tmp_path / "b"
+    shutil.copytree(fp32_bundles["bert"][1], bundle)
+    golden = json.loads((bundle / "golden.json").read_text())
+    preds = runtime.load(bundle, threads=1).predict(golden["texts"], batch_size=1, distances=True)
+    golden["distances"] = {k: preds.scores[k].astype(float).tolist() for k in ("md", "rmd")}
+
+    def write(data):
+        (bundle / "golden.json").write_text(json.dumps(data))
+        write_manifest(bundle, read_manifest(bundle))
+
+    write(golden)
+    assert set(runtime.verify(bundle)["golden"]["max_abs_diff"]) >= {"md", "rmd"}
+    golden["distances"]["md"][0] += 0.01 * max(1.0, abs(golden["distances"]["md"][0]))  # relative diff 0.01
+    write(golden)
+    with pytest.raises(GoldenMismatchError, match="md max abs diff"):
+        runtime.verify(bundle)

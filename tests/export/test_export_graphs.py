@@ -6,8 +6,9 @@ import onnx
 import pytest
 
 from uehead.export import graphs
-from uehead.export.checkpoint import read_checkpoint
-from uehead.export.tokenization import bundle_tokenizer, encode
+from uehead.checkpoint import read_checkpoint
+from uehead.export.hf import load_model, load_tokenizer
+from uehead.export.tokenization import tokenizer_spec, write_tokenizer
 from uehead.export.validate import OnnxPipeline, TorchReference, validation_cases
 
 ARCHS = ("bert", "llama")
@@ -15,23 +16,26 @@ ARCHS = ("bert", "llama")
 
 @pytest.fixture(scope="module")
 def exported(tiny_ckpts, tmp_path_factory):
-    """arch -> (checkpoint, model, tokenizer, input names, OnnxPipeline) of graphs exported directly."""
+    """arch -> (checkpoint, model, runtime tokenizer, input names, OnnxPipeline, folder) of graphs
+    exported directly."""
     out = {}
     for arch in ARCHS:
         ckpt = read_checkpoint(tiny_ckpts[arch])
-        model, hf_tok = ckpt.load_model(), ckpt.load_tokenizer()
+        model, hf_tok = load_model(ckpt), load_tokenizer(ckpt)
         names = graphs.backbone_input_names(model, hf_tok, arch)
         d = tmp_path_factory.mktemp(f"graphs_{arch}")
+        spec = tokenizer_spec(max_length=ckpt.max_length, pad_token_id=hf_tok.pad_token_id, input_names=names)
+        tok = write_tokenizer(hf_tok, d / "tokenizer.json", spec)
         graphs.export_backbone(model, arch, names, d / "backbone.onnx")
         heads = {k: graphs.head_module(h) for k, h in ckpt.heads.items()}
         graphs.export_head(graphs.task_classifier(model, arch), heads, model.config.hidden_size, d / "head.onnx")
-        out[arch] = (ckpt, model, hf_tok, names, OnnxPipeline(d / "backbone.onnx", d / "head.onnx"), d)
+        out[arch] = (ckpt, model, tok, names, OnnxPipeline(d / "backbone.onnx", d / "head.onnx"), d)
     return out
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_input_names_follow_the_tokenizer(exported, arch):
-    _, _, hf_tok, names, pipe, _ = exported[arch]
+    _, _, _, names, pipe, _ = exported[arch]
     expected = ("input_ids", "attention_mask", "token_type_ids") if arch == "bert" else ("input_ids", "attention_mask")
     assert names == expected
     assert pipe.input_names == expected
@@ -53,11 +57,9 @@ def test_axes_are_symbolic(exported, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_batch_1_and_37_lengths_1_and_max_match_pytorch(exported, arch):
-    ckpt, model, hf_tok, names, pipe, _ = exported[arch]
-    tok = bundle_tokenizer(hf_tok)
+    ckpt, model, tok, names, pipe, _ = exported[arch]
     texts = ["good film", "the plot was very dull and boring", "", "great " * 50]
-    cases = validation_cases(tok, texts, max_length=ckpt.max_length, pad_token_id=hf_tok.pad_token_id,
-                             input_names=names)
+    cases = validation_cases(tok, texts)
     shapes = {name: b["input_ids"].shape for name, b in cases.items()}
     assert {s[0] for s in shapes.values()} == {1, 37}
     assert {s[1] for s in shapes.values()} >= {1, ckpt.max_length}
@@ -72,25 +74,25 @@ def test_batch_1_and_37_lengths_1_and_max_match_pytorch(exported, arch):
 
 def test_llama_features_are_the_last_non_pad_token(exported):
     """z of a right-padded text equals z of the same text alone, and HF's own pooled logits agree."""
-    ckpt, model, hf_tok, names, pipe, _ = exported["llama"]
-    tok = bundle_tokenizer(hf_tok)
-    kw = dict(max_length=ckpt.max_length, pad_token_id=hf_tok.pad_token_id, input_names=names)
+    ckpt, model, tok, names, pipe, _ = exported["llama"]
     short, long = "good film", "the plot was very dull and boring but the actor was great"
-    pair = encode(tok, [short, long], **kw)
+    pair = tok([short, long])
     assert (pair["attention_mask"][0] == 0).any()  # the short text is right-padded
     both = pipe(pair)
-    alone = pipe(encode(tok, [short], **kw))
+    alone_batch = tok([short])
+    alone = pipe(alone_batch)
     np.testing.assert_allclose(both["features"][0], alone["features"][0], atol=1e-5)
-    padded = pipe(encode(tok, [short], pad_to=ckpt.max_length, **kw))
-    np.testing.assert_allclose(padded["features"][0], alone["features"][0], atol=1e-5)
+    extra = ckpt.max_length - alone_batch["input_ids"].shape[1]
+    padded = {k: np.pad(v, ((0, 0), (0, extra)), constant_values=tok.pad_token_id if k == "input_ids" else 0)
+              for k, v in alone_batch.items()}
+    np.testing.assert_allclose(pipe(padded)["features"][0], alone["features"][0], atol=1e-5)
 
 
 def test_bert_features_are_the_pooled_output(exported):
-    ckpt, model, hf_tok, names, pipe, _ = exported["bert"]
+    ckpt, model, tok, names, pipe, _ = exported["bert"]
     import torch
 
-    batch = encode(bundle_tokenizer(hf_tok), ["good film", "bad"], max_length=ckpt.max_length,
-                   pad_token_id=hf_tok.pad_token_id, input_names=names)
+    batch = tok(["good film", "bad"])
     with torch.no_grad():
         pooled = model.bert(**{k: torch.from_numpy(v) for k, v in batch.items()}).pooler_output.numpy()
     np.testing.assert_allclose(pipe(batch)["features"], pooled, atol=1e-5)

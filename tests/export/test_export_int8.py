@@ -33,7 +33,7 @@ def test_int8_reports(int8_bundle):
     assert r["int8_bytes"] < r["fp32_bytes"]
     assert manifest.reports["validation"]["passed"]  # fp32 graphs were validated before quantising
     golden = r["golden"]["max_abs_diff"]
-    assert set(golden) >= {"features", "probs", "uncertainty_adue", "uncertainty_alien"}
+    assert set(golden) >= {"features", "probs", "sr", "adue", "alien"}
     assert 0 < golden["features"] < 0.5 and golden["probs"] < 0.05
     data = r["data"]
     assert data["rows"] == 60 and data["split"] == "test"

@@ -22,11 +22,11 @@ from uehead.bundle import (
     Manifest,
     TokenizerSpec,
     UncertaintyHeadSpec,
-    golden_payload,
     read_manifest,
     write_manifest,
 )
 from uehead.checkpoint import Checkpoint, CheckpointError, read_md
+from uehead.golden import golden_payload
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
 from uehead.scores import TASK_SCORES, head_kinds
 

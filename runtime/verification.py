@@ -6,7 +6,7 @@
      "label_ids": [N], "probs": [[...]], "softmax_response": [N], "entropy": [N],
      "heads": {"adue": [N], "alien": [N]}, "distances": {"md": [N], "rmd": [N]}}
 
-(schema: :func:`uehead.bundle.golden_payload`; ``distances`` is optional). :func:`verify` loads
+(schema: :mod:`uehead.golden`; ``distances`` is optional). :func:`verify` loads
 the bundle (every sha256 and graph check of :func:`uehead.runtime.load`), re-computes the golden
 texts through the runtime (one text per call), and reports each output's max abs diff (relative
 to max(1, |value|) for the distances). Any diff above the tolerance raises
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from uehead.bundle import BundleError, IncompatibleBundleError, read_golden
+from uehead.bundle import BundleError, IncompatibleBundleError
+from uehead.golden import read_golden
 
 __all__ = ["verify", "GoldenMismatchError"]
 

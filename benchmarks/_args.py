@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from uehead.bench import BATCH_SIZES, LENGTHS
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -23,10 +25,10 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None, help="CKPT (or CKPT/model) for the PyTorch / optimum peers")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="default: physical cores")
-    p.add_argument("--batch-sizes", type=_ints, default=(1, 8, 32, 128))
-    p.add_argument("--lengths", type=_strs, default=("short", "t64", "t128"))
+    p.add_argument("--batch-sizes", type=_ints, default=BATCH_SIZES)
+    p.add_argument("--lengths", type=_strs, default=tuple(LENGTHS))
     p.add_argument("--min-texts", type=int, default=32, help="texts per cell: max(batch size, this)")
-    p.add_argument("--peers", type=_strs, default=None, help="subset of uehead.export.peers.PEERS")
+    p.add_argument("--peers", type=_strs, default=None, help="subset of uehead.bench.engines.PEERS")
     p.add_argument("--out", type=Path, default=RESULTS / default_out)
     return p
 

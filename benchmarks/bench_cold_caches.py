@@ -4,7 +4,7 @@
 
 Times one tiny NumPy call (``numpy.zeros((32, 2))``) and the bundle's head graph on one batch of 32
 features in four situations: in a hot loop, after a 10 ms and a 100 ms sleep, and right after a
-backbone call on 32 Rotten Tomatoes test sentences. If the tiny call is ~50x slower after the
+backbone call on 32 Rotten Tomatoes test sentences. If the tiny call is many times slower after the
 backbone than in a loop, the head pays for code and data the backbone evicted, not for its own
 work; which is why the runtime runs the head once per block of rows (``BLOCK_ROWS``), not
 once per batch. Prints a table of medians (microseconds) and writes JSON.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uehead.bench import bench_texts
-from uehead.bench_report import format_table, write_json
+from uehead.bench.report import fixed_width_table, write_json
+from uehead.bench.texts import model_texts
 from uehead.runtime import load
 
 
@@ -31,8 +31,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     model = load(a.bundle)
     spec, head = model.manifest.backbone, model.manifest.head
-    texts = bench_texts(lambda ts: [len(x) for x in model.tokenizer.encode(ts)], n=32,
-                        max_length=model.tokenizer.max_length)["short"]["texts"][:32]
+    texts = model_texts(model, 32)["short"]["texts"][:32]
     feeds = model.tokenizer(texts)
     names = [head.task_logits_name] + [h.output_name for h in head.heads]
     z = model.backbone_session.run([spec.output_name], feeds)[0]
@@ -52,8 +51,8 @@ def main(argv=None) -> dict:
                 times.append(time.perf_counter() - t0)
             rows.append({"step": step, "situation": situation, "median_us": 1e6 * statistics.median(times),
                          "min_us": 1e6 * min(times)})
-    print(format_table(rows, ["step", "situation", "median_us", "min_us"],
-                       f"{a.bundle.name}: one small step, timed alone (microseconds, {a.repeats} repeats)"))
+    print(fixed_width_table(rows, ["step", "situation", "median_us", "min_us"],
+                            f"{a.bundle.name}: one small step, timed alone (microseconds, {a.repeats} repeats)"))
     doc = {"bundle": str(a.bundle), "repeats": a.repeats, "rows": rows}
     write_json(a.out, doc)
     return doc

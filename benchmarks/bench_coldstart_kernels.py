@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from uehead.bench_report import write_json
+from uehead.bench.report import write_json
 
 KERNELS = ("_part_t0 = _t.perf_counter(); from uehead.runtime import kernels; kernels.warmup(); "
            "x = numpy.random.default_rng(0).normal(size=(32, 2)).astype(numpy.float32); "

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uehead import scores as reference
+from uehead.bench.machine import cpu_name
 from uehead.bundle import load_manifest
 from uehead.datasets import load_dataset
-from uehead import scores as reference
 from uehead.runtime.session import default_threads, make_session
 from uehead.runtime.tokenize import TextTokenizer
 
@@ -43,20 +44,9 @@ def _scores(head, manifest, z: np.ndarray) -> dict[str, np.ndarray]:
     probs, sr, ent, _ = reference.task_outputs(outs[manifest.head.task_logits_name])
     res = {"probs": probs, "softmax_response": sr, "entropy": ent, "label_ids": probs.argmax(1)}
     for h in manifest.head.heads:
-        logits = outs[h.output_name]
-        res[h.kind] = (reference.adue_uncertainty(logits, h.lam) if h.kind == "adue"
-                       else reference.alien_uncertainty(logits))
+        kind = reference.head_kind(h.kind)
+        res[h.kind] = kind.score_reference(outs[h.output_name], **reference.head_params(kind, h))
     return res
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(fp32: Path, int8: Path, *, batch_size: int, batches: int, repeats: int, threads: int | None) -> dict:
@@ -90,7 +80,7 @@ def run(fp32: Path, int8: Path, *, batch_size: int, batches: int, repeats: int, 
     diffs.update({k: float(np.abs(np.asarray(s32[k], np.float64) - s8[k]).max()) for k in s32 if k != "label_ids"})
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
+        "machine": {"cpu": cpu_name() or "unknown", "cpu_count": os.cpu_count(), "threads": threads,
                                          "python": platform.python_version(),
                                          "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
                                          "onnxruntime": __import__("onnxruntime").__version__},

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uehead.bench_report import write_json
+from uehead.bench.report import write_json
 
 LAM = 100.0
 SHAPES = [(32, 2), (32, 20), (4096, 2), (4096, 20)]
@@ -97,16 +97,8 @@ def _ort_runner(sess):
     return run
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=300)
-    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "kernels.json"))
-    args = ap.parse_args(argv)
-
-    import onnxruntime
-    from uehead import scores as reference
-    from uehead.runtime import kernels
-
+def _numba_backends(kernels) -> dict:
+    """The numba builds that load here: {"aot": backend, "jit": backend} (either may be missing)."""
     backends = {}
     for mode in ("aot", "jit"):
         try:
@@ -116,7 +108,11 @@ def main(argv=None) -> int:
             print(f"numba-{mode} unavailable: {exc}", file=sys.stderr)
     if not backends:
         raise SystemExit("no numba backend could be loaded")
+    return backends
 
+
+def _implementations(kernels, reference, backends: dict) -> dict:
+    """name -> f(x) computing task_outputs + adue_uncertainty, for numba and numpy."""
     def numba_fn(backend):
         def run(x):
             kernels._backend = backend  # swap the loaded implementation (same process, same API)
@@ -128,42 +124,79 @@ def main(argv=None) -> int:
         reference.task_outputs(x)
         reference.adue_uncertainty(x, LAM)
 
+    impls = {f"numba-{m}": numba_fn(b) for m, b in backends.items()}
+    impls["numpy"] = numpy_fn
+    return impls
+
+
+def _check_outputs(kernels, reference, backends: dict, impls: dict, x: np.ndarray) -> dict[str, float]:
+    """Add the ONNX graphs to ``impls``; max abs error of each implementation against the reference."""
+    c = x.shape[1]
+    ref_p, ref_sr, ref_h, ref_hn = reference.task_outputs(x)
+    ref_u = reference.adue_uncertainty(x, LAM)
+    errors = {}
+    for variant in ("softmax", "logsoftmax"):
+        sess = ort_session(onnx_head_graph(c, LAM, variant))
+        impls[f"onnx-{variant}"] = _ort_runner(sess)
+        p, sr, h, hn, u = sess.run(None, {"logits": x})
+        errors[f"onnx-{variant}"] = float(max(np.abs(p - ref_p).max(), np.abs(sr - ref_sr).max(),
+                                              np.abs(h - ref_h).max(), np.abs(u - ref_u).max()))
+    for m, b in backends.items():
+        kernels._backend = b
+        p, sr, h, hn = kernels.task_outputs(x)
+        u = kernels.adue_uncertainty(x, LAM)
+        err = float(max(np.abs(p - ref_p).max(), np.abs(sr - ref_sr).max(), np.abs(h - ref_h).max(),
+                        np.abs(hn - ref_hn).max(), np.abs(u - ref_u).max()))
+        assert err <= 1e-6, (m, x.shape, err)
+        errors[f"numba-{m}"] = err
+    return errors
+
+
+def _median_us(impls: dict, x: np.ndarray, repeats: int) -> dict[str, float]:
+    times = {k: [] for k in impls}
+    rounds = 10
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):  # alternate implementations in rounds: fair under a noisy, shared CPU
+        for k, f in impls.items():
+            for _ in range(3):  # warm (caches, allocator)
+                f(x)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                f(x)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+    med["onnx"] = min(med["onnx-softmax"], med["onnx-logsoftmax"])
+    return med
+
+
+def _print_table(results: list[dict], repeats: int) -> None:
+    cols = [k for k in results[0]["median_us"] if k.startswith("numba-")] + ["numpy", "onnx"]
+    print(f"score kernels per batch (task_outputs + adue_uncertainty), median of {repeats}, microseconds")
+    print(f"{'N':>5s} {'C':>3s} " + " ".join(f"{c:>10s}" for c in cols) + "  numba fastest?  speedup vs best other")
+    for r in results:
+        sp = ", ".join(f"{k}: {v:.1f}x" for k, v in r["speedup_vs_best_other"].items())
+        print(f"{r['N']:5d} {r['C']:3d} " + " ".join(f"{r['median_us'][c]:10.1f}" for c in cols)
+              + f"  {'yes' if r['numba_not_slower'] else 'NO':>14s}  {sp}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=300)
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "kernels.json"))
+    args = ap.parse_args(argv)
+
+    import onnxruntime
+    from uehead import scores as reference
+    from uehead.runtime import kernels
+
+    backends = _numba_backends(kernels)
     rng = np.random.default_rng(0)
     results = []
     for n, c in SHAPES:
         x = (rng.standard_normal((n, c)) * 4).astype(np.float32)
-        ref_p, ref_sr, ref_h, ref_hn = reference.task_outputs(x)
-        ref_u = reference.adue_uncertainty(x, LAM)
-        impls = {f"numba-{m}": numba_fn(b) for m, b in backends.items()}
-        impls["numpy"] = numpy_fn
-        errors = {}
-        for variant in ("softmax", "logsoftmax"):
-            sess = ort_session(onnx_head_graph(c, LAM, variant))
-            impls[f"onnx-{variant}"] = _ort_runner(sess)
-            p, sr, h, hn, u = sess.run(None, {"logits": x})
-            errors[f"onnx-{variant}"] = float(max(np.abs(p - ref_p).max(), np.abs(sr - ref_sr).max(),
-                                                  np.abs(h - ref_h).max(), np.abs(u - ref_u).max()))
-        for m, b in backends.items():
-            kernels._backend = b
-            p, sr, h, hn = kernels.task_outputs(x)
-            u = kernels.adue_uncertainty(x, LAM)
-            err = float(max(np.abs(p - ref_p).max(), np.abs(sr - ref_sr).max(), np.abs(h - ref_h).max(),
-                            np.abs(hn - ref_hn).max(), np.abs(u - ref_u).max()))
-            assert err <= 1e-6, (m, n, c, err)
-            errors[f"numba-{m}"] = err
-        times = {k: [] for k in impls}
-        rounds = 10
-        per_round = max(1, args.repeats // rounds)
-        for _ in range(rounds):  # alternate implementations in rounds: fair under a noisy, shared CPU
-            for k, f in impls.items():
-                for _ in range(3):  # warm (caches, allocator)
-                    f(x)
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    f(x)
-                    times[k].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
-        med["onnx"] = min(med["onnx-softmax"], med["onnx-logsoftmax"])
+        impls = _implementations(kernels, reference, backends)
+        errors = _check_outputs(kernels, reference, backends, impls, x)
+        med = _median_us(impls, x, args.repeats)
         numba_cols = [k for k in med if k.startswith("numba-")]
         others = min(med["numpy"], med["onnx"])
         results.append({"N": n, "C": c, "median_us": {k: round(v, 2) for k, v in med.items()},
@@ -173,13 +206,7 @@ def main(argv=None) -> int:
     if "numba-aot" in backends:
         kernels._backend = backends["aot"]
 
-    cols = [k for k in results[0]["median_us"] if k.startswith("numba-")] + ["numpy", "onnx"]
-    print(f"score kernels per batch (task_outputs + adue_uncertainty), median of {args.repeats}, microseconds")
-    print(f"{'N':>5s} {'C':>3s} " + " ".join(f"{c:>10s}" for c in cols) + "  numba fastest?  speedup vs best other")
-    for r in results:
-        sp = ", ".join(f"{k}: {v:.1f}x" for k, v in r["speedup_vs_best_other"].items())
-        print(f"{r['N']:5d} {r['C']:3d} " + " ".join(f"{r['median_us'][c]:10.1f}" for c in cols)
-              + f"  {'yes' if r['numba_not_slower'] else 'NO':>14s}  {sp}")
+    _print_table(results, args.repeats)
     out = {"benchmark": "kernels", "what": "task_outputs + adue_uncertainty (lam=100) per float32 batch",
            "repeats": args.repeats, "onnxruntime": onnxruntime.__version__, "onnx_threads": 1,
            "numba_backends": {m: {"reason": b.reason, "path": b.path} for m, b in backends.items()},

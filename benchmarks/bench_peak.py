@@ -4,7 +4,7 @@
 
 The peak is the best of numpy's BLAS and ONNX Runtime on a 2048^3 fp32 matmul on the same
 threads (fresh process). Backbone FLOPs are counted for the padded shapes actually run (see
-uehead.bench.bert_flops). With --checkpoint, PyTorch eager's and optimum's forward GFLOP/s are
+uehead.bench.flops.bert_flops). With --checkpoint, PyTorch eager's and optimum's forward GFLOP/s are
 measured too (their end-to-end rows). Writes benchmarks/results/peak.json.
 """
 import sys

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from uehead.bench_report import overhead_sentence
+from uehead.bench.report import overhead_sentence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

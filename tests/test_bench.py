@@ -11,12 +11,12 @@ import subprocess
 import sys
 
 import pytest
-from tiny_bundle import make_tiny_bundle
 
 pytest.importorskip("uehead.runtime.model")
 
 from uehead import bench
-from uehead.bench_proc import peak_gflops
+from uehead.bench.proc import peak_gflops
+from uehead.bench.run import merge_peak
 
 STAGE_KEYS = {"bundle", "length", "batch_size", "seq_len_mean", "tokenize_us", "backbone_us", "head_us",
               "kernels_us", "head_plus_kernels_us", "overhead_pct"}
@@ -27,15 +27,13 @@ COLD_KEYS = {"import_s", "load_s", "first_predict_s", "total_s", "since_spawn_s"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_tiny_bundle(tmp_path_factory.mktemp("bench") / "tiny")
+def bundle(tiny_bundle_dir):
+    return tiny_bundle_dir
 
 
 @pytest.fixture(scope="module")
-def model(bundle):
-    from uehead import runtime
-
-    return runtime.load(bundle, threads=1)
+def model(tiny_model):
+    return tiny_model
 
 
 def _finite_nonneg(x) -> bool:
@@ -156,18 +154,80 @@ def test_cli_bench_writes_json(tmp_path, bundle, monkeypatch):
     assert json.loads(out_file.read_text())["settings"]["repeats"] == 2
 
 
-def test_bench_modules_import_without_torch():
-    code = ("import sys, importlib.abc\n"
-            "class Block(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):\n"
-            "            raise ImportError('blocked')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import uehead.bench, uehead.bench_proc, uehead.bench_report\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules))")
+TORCH_FREE = ("uehead.bench", "uehead.bench.engines", "uehead.bench.texts", "uehead.bench.timing",
+              "uehead.bench.flops", "uehead.bench.machine", "uehead.bench.proc", "uehead.bench.overhead",
+              "uehead.bench.report", "uehead.bench.run")
+BLOCK_TORCH = ("import sys, importlib.abc\n"
+               "class Block(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):\n"
+               "            raise ImportError('blocked')\n"
+               "sys.meta_path.insert(0, Block())\n")
+
+
+#: uehead.bench's modules in the order its docstring lists them: each may import only earlier ones.
+LAYERS = ("engines", "texts", "timing", "flops", "machine", "proc", "overhead", "report", "peers", "run")
+
+
+def test_bench_modules_import_only_earlier_ones():
+    """No import cycles: every uehead.bench import (module level or in a function) points back up the list."""
+    import ast
+    from pathlib import Path
+
+    import uehead.bench
+
+    folder = Path(uehead.bench.__file__).parent
+    assert {p.stem for p in folder.glob("*.py")} == {"__init__", *LAYERS}
+    for i, name in enumerate(LAYERS):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        used = {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("uehead.bench.")}
+        assert used <= set(LAYERS[:i]), (name, used - set(LAYERS[:i]))
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_each_bench_module_imports_alone_without_torch(module):
+    """A fresh interpreter per module: an import cycle or a torch import shows up here."""
+    code = BLOCK_TORCH + (f"import {module}\n"
+                          "print(sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_peers_without_the_export_extra_name_the_install_command():
+    code = BLOCK_TORCH + ("try:\n    import uehead.bench.peers\n"
+                          "except ImportError as e:\n    print('MSG:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'uehead[export]'" in out.stdout, out.stdout
+
+
+def test_run_bench_without_the_export_extra_skips_the_peers(tmp_path, bundle):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(
+        {"num_hidden_layers": 1, "hidden_size": 8, "intermediate_size": 16}))
+    code = BLOCK_TORCH + (
+        "import json\nfrom uehead.bench import run_bench\n"
+        f"doc = run_bench({str(bundle)!r}, None, checkpoint={str(tmp_path)!r}, repeats=1, batch_sizes=(2,), "
+        "lengths=('short',), min_texts=2, threads=1, parts=('e2e',), peers=('pytorch-fp32',), quiet=True)\n"
+        "print(json.dumps({'peers': doc['peers'], 'engines': sorted({r['engine'] for r in doc['e2e']})}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["engines"] == ["uehead-fp32"] and list(got["peers"]) == ["pytorch-fp32"]
+    assert "pip install 'uehead[export]'" in got["peers"]["pytorch-fp32"]["skipped"]
+
+
+def test_overhead_batch_job_is_one_runtime_block():
+    from uehead.runtime.model import BLOCK_ROWS
+
+    assert bench.OVERHEAD_TEXTS == BLOCK_ROWS
+
+
+def test_fixed_width_table_formats_cells():
+    text = bench.fixed_width_table([{"a": 0.12345, "b": None}, {"a": 1234.5, "b": "x"}], ["a", "b"], "title")
+    assert text.splitlines() == ["title", "     a  b", "------  -", " 0.123  -", "1234.5  x"]
 
 
 def test_peers_on_tiny_checkpoint(tmp_path, bundle):
@@ -203,8 +263,8 @@ def test_run_bench_rejects_bad_arguments(bundle, kwargs):
 def test_merge_peak_keeps_the_best_and_rescales():
     doc = {"peak": {"peak_gflops": 50.0, "n": 8}, "stages": [{"backbone_gflops": 25.0, "pct_of_peak": 50.0}],
            "e2e": [{"engine": "x"}]}
-    bench._merge_peak(doc, {"peak_gflops": 100.0, "n": 8})
+    merge_peak(doc, {"peak_gflops": 100.0, "n": 8})
     assert doc["peak"]["peak_gflops"] == 100.0 and len(doc["peak"]["runs"]) == 2
     assert doc["stages"][0]["pct_of_peak"] == 25.0 and "pct_of_peak" not in doc["e2e"][0]
-    bench._merge_peak(doc, {"peak_gflops": 10.0, "n": 8})
+    merge_peak(doc, {"peak_gflops": 10.0, "n": 8})
     assert doc["peak"]["peak_gflops"] == 100.0 and len(doc["peak"]["runs"]) == 3

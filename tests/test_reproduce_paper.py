@@ -34,6 +34,7 @@ def _load_script():
 
 
 rp = _load_script()
+from paper.markdown import ranks  # noqa: E402  (benchmarks/ is on sys.path once the script is loaded)
 
 
 class FakeTrain:
@@ -223,7 +224,7 @@ def test_per_dataset_caps_and_defaults():
         rp.parse_args(["--datasets", "d", "--names", "cola", "--max-length", "sst2=10"])
     with pytest.raises(SystemExit):
         rp.parse_args(["--names", "cola"])  # --datasets is required unless --aggregate-only
-    assert rp._ranks([0.8, 0.9, 0.8, float("nan")], higher=True)[:3] == [2.5, 1.0, 2.5]
+    assert ranks([0.8, 0.9, 0.8, float("nan")], higher=True)[:3] == [2.5, 1.0, 2.5]
 
 
 def test_missing_dataset_and_empty_work_are_clear_errors(tmp_path, datasets, capsys):

@@ -1,6 +1,7 @@
 """The peers ``uehead bench`` compares against: what a user would otherwise pick for the same
-merged model (CKPT/model). Needs torch + transformers (optimum + optimum-onnx for the ORT peers);
-imported only when the peers run.
+merged model (CKPT/model). Needs the export extra: importing this module without torch +
+transformers raises ImportError naming ``pip install 'uehead[export]'``; without optimum +
+optimum-onnx the ORT peers are reported as skipped. Imported only when the peers run.
 
 * ``pytorch-fp32``: transformers tokenizer + ``AutoModelForSequenceClassification`` eager,
   ``torch.inference_mode``, ``torch.set_num_threads(threads)``;
@@ -24,38 +25,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-#: Child: the same with torch + transformers (the user's default stack).
-TORCH_CHILD = """
-import time
-t0 = time.perf_counter()
-import json, sys
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-t1 = time.perf_counter()
-torch.set_num_threads(int(sys.argv[2]))
-tok = AutoTokenizer.from_pretrained(sys.argv[1])
-model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
-t2 = time.perf_counter()
-kw = dict(padding=True, truncation=True, max_length=int(sys.argv[4]), return_tensors="pt")
-with torch.inference_mode():
-    model(**tok(["a first prediction"], **kw)).logits.softmax(-1).numpy()
-t3 = time.perf_counter()
-since_spawn = time.time() - float(sys.argv[5])
-rss1 = _hwm_mb()
-texts = json.load(open(sys.argv[3], encoding="utf-8"))
-with torch.inference_mode():
-    model(**tok(texts, **kw)).logits.softmax(-1).numpy()
-print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2, "total_s": t3 - t0,
-                  "since_spawn_s": since_spawn,
-                  "peak_rss_mb": rss1, "peak_rss_after_batch32_mb": _hwm_mb(), "torch_imported": True}))
-"""
-
-
 import numpy as np
 
-__all__ = ["PEERS", "Peer", "make_peers"]
+from uehead._extras import installed_versions, require_extra
+from uehead.bench.engines import PEERS, peer_names
+from uehead.checkpoint import resolve_model_dir
 
-PEERS = ("pytorch-fp32", "pytorch-int8", "optimum-fp32", "optimum-int8", "optimum-pipeline-fp32")
+require_extra("uehead.bench.peers", "export", ["torch", "transformers"])
+
+__all__ = ["PEERS", "Peer", "make_peers"]
 
 
 class Peer:
@@ -148,6 +126,7 @@ def _quant_config():
 
 def _optimum_peers(model_dir: Path, threads: int, max_length: int, workdir: Path, wanted: Sequence[str],
                    info: dict[str, dict], say: Callable[[str], None]) -> dict[str, Peer]:
+    require_extra("the optimum benchmark peer", "export", ["optimum.onnxruntime"])
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
     from transformers import AutoTokenizer
 
@@ -201,20 +180,10 @@ def make_peers(checkpoint: str | os.PathLike, *, threads: int, max_length: int, 
                say: Callable[[str], None] = lambda m: None) -> tuple[dict[str, Peer], dict[str, dict[str, Any]]]:
     """Build the peers that can run here. Returns (peers by name, info by name); a peer that
     cannot be built is reported in info with ``skipped`` and its reason."""
-    from uehead.bench import _model_dir
-
-    model_dir = _model_dir(checkpoint)
-    wanted = list(only or PEERS)
-    unknown = [w for w in wanted if w not in PEERS]
-    if unknown:
-        raise ValueError(f"unknown peers {unknown}; choose among {list(PEERS)}.")
+    model_dir = resolve_model_dir(checkpoint)
+    wanted = peer_names(only)
     peers: dict[str, Peer] = {}
     info: dict[str, dict[str, Any]] = {}
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        return {}, {w: {"skipped": f"torch/transformers not installed ({exc})"} for w in wanted}
     for name in ("pytorch-fp32", "pytorch-int8"):
         if name in wanted:
             say(f"peers: {name} ...")
@@ -232,20 +201,8 @@ def make_peers(checkpoint: str | os.PathLike, *, threads: int, max_length: int, 
             info.update({w: {"skipped": f"optimum not installed ({exc})"} for w in ort_wanted})
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # sessions keep their graphs in memory
-    versions = _versions()
+    versions = installed_versions(("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "tokenizers"))
     for name in peers:
         info[name].setdefault("threads", threads)
         info[name]["versions"] = versions
     return peers, info
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "tokenizers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out

@@ -18,7 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["child_env", "coldstart", "coldstart_runs", "peak_gflops"]
+from uehead.bench.engines import bundle_engine_name
+from uehead.checkpoint import resolve_model_dir
+
+__all__ = ["PEAK_CHILD", "TORCH_CHILD", "UEHEAD_CHILD", "child_env", "coldstart", "coldstart_runs", "peak_gflops"]
 
 _HWM = """
 def _hwm_mb():
@@ -55,6 +58,33 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 
                   "torch_imported": "torch" in sys.modules, "numba_imported": "numba" in sys.modules}))
 """
 
+#: Child: the same with torch + transformers (the user's default stack); only run when both are installed.
+TORCH_CHILD = """
+import time
+t0 = time.perf_counter()
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+t1 = time.perf_counter()
+torch.set_num_threads(int(sys.argv[2]))
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
+t2 = time.perf_counter()
+kw = dict(padding=True, truncation=True, max_length=int(sys.argv[4]), return_tensors="pt")
+with torch.inference_mode():
+    model(**tok(["a first prediction"], **kw)).logits.softmax(-1).numpy()
+t3 = time.perf_counter()
+since_spawn = time.time() - float(sys.argv[5])
+rss1 = _hwm_mb()
+texts = json.load(open(sys.argv[3], encoding="utf-8"))
+with torch.inference_mode():
+    model(**tok(texts, **kw)).logits.softmax(-1).numpy()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2, "total_s": t3 - t0,
+                  "since_spawn_s": since_spawn,
+                  "peak_rss_mb": rss1, "peak_rss_after_batch32_mb": _hwm_mb(), "torch_imported": True}))
+"""
+
+#: Child: the CPU's fp32 matmul peak (numpy's BLAS, and ONNX Runtime when onnx is installed).
 PEAK_CHILD = """
 import json, sys, time
 import numpy as np
@@ -89,13 +119,6 @@ except ImportError as exc:
     out["onnxruntime"] = {"skipped": f"onnx not installed ({exc})"}
 print(json.dumps(out))
 """
-
-
-def _torch_child() -> str:
-    """The PyTorch peer's cold-start child program (kept with the peers: it needs torch)."""
-    from uehead.export.peers import TORCH_CHILD  # noqa: PLC0415
-
-    return TORCH_CHILD
 
 
 def child_env(threads: int) -> dict[str, str]:
@@ -153,7 +176,6 @@ def coldstart(bundles: Sequence[str | os.PathLike] | dict[str, str | os.PathLike
     dict name -> folder) in fresh processes, and of a torch + transformers process doing the same
     when ``checkpoint`` is given and torch is installed. ``texts`` (e.g. 32 texts of ~128 tokens)
     are predicted after the first prediction, for a second peak-RSS reading."""
-    from uehead.bench import _bundle_name, _model_dir
     from uehead.bundle import read_manifest
 
     out: dict[str, Any] = {}
@@ -166,7 +188,7 @@ def coldstart(bundles: Sequence[str | os.PathLike] | dict[str, str | os.PathLike
             subprocess.run([sys.executable, "-c", "pass"], check=True, env=child_env(threads))
             walls.append(time.perf_counter() - t0)
         out["interpreter_s"] = statistics.median(walls)
-        named = bundles if isinstance(bundles, dict) else {_bundle_name(Path(b)): b for b in bundles}
+        named = bundles if isinstance(bundles, dict) else {bundle_engine_name(b): b for b in bundles}
         for name, bundle in named.items():
             say(f"coldstart: {name} x{runs} ...")
             out[name] = coldstart_runs(UEHEAD_CHILD, [bundle, threads, texts_file], runs, threads)
@@ -174,7 +196,7 @@ def coldstart(bundles: Sequence[str | os.PathLike] | dict[str, str | os.PathLike
             if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):
                 max_length = read_manifest(next(iter(named.values()))).tokenizer.max_length
                 say(f"coldstart: pytorch-fp32 x{runs} ...")
-                out["pytorch-fp32"] = coldstart_runs(_torch_child(), [_model_dir(checkpoint), threads, texts_file,
+                out["pytorch-fp32"] = coldstart_runs(TORCH_CHILD, [resolve_model_dir(checkpoint), threads, texts_file,
                                                                    max_length], runs, threads)
             else:
                 out["pytorch-fp32"] = {"skipped": "torch/transformers not installed"}

@@ -1,4 +1,4 @@
-"""Tables and target checks for ``uehead bench`` documents (torch-free, stdlib + the bench helpers)."""
+"""Tables, target checks and JSON writing for ``uehead bench`` documents (torch-free)."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["format_table", "overhead_sentence", "print_report", "speedups", "summarise", "write_json"]
+from uehead.bench.engines import BASELINE
 
-BASELINE = "pytorch-fp32"
+__all__ = ["TARGETS", "check_targets", "fixed_width_table", "overhead_sentence", "print_report", "speedups",
+           "write_json"]
+
+#: The speed and size targets a run is checked against (ratios are of engines measured in one run).
+TARGETS = {"fp32_vs_pytorch_b32": 2.0, "int8_vs_pytorch_b32": 4.0, "vs_optimum_b32": 1.0,
+           "overhead_pct_b32": 0.1, "coldstart_s": 0.6, "coldstart_rss_mb": 250.0}
+#: Columns of the printed tables.
+STAGE_COLUMNS = ("bundle", "length", "batch_size", "seq_len_mean", "tokenize_us", "backbone_us", "head_us",
+                 "kernels_us", "overhead_pct", "backbone_gflops", "pct_of_peak")
+E2E_COLUMNS = ("length", "batch_size", "engine", "ms_per_batch", "best_ms_per_batch", "texts_per_s",
+               f"x_vs_{BASELINE}", "spread_pct", "tokenize_ms_per_batch", "forward_ms_per_batch", "backbone_gflops",
+               "pct_of_peak")
+COLDSTART_COLUMNS = ("process", "import_s", "load_s", "first_predict_s", "total_s", "since_spawn_s", "peak_rss_mb",
+                     "peak_rss_after_batch32_mb", "numba_imported", "kernels_backend")
 
 
-def format_table(rows: list[dict[str, Any]], columns: Sequence[str], title: str = "") -> str:
+def fixed_width_table(rows: list[dict[str, Any]], columns: Sequence[str], title: str = "") -> str:
     """A fixed-width text table of ``rows`` (dicts) over ``columns``; floats get 3 significant digits+."""
     def cell(v):
         if isinstance(v, float):
@@ -34,6 +47,7 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str], title: str 
 
 
 def write_json(path: str | os.PathLike, doc: dict[str, Any]) -> Path:
+    """Write ``doc`` (numpy scalars and paths allowed) to ``path`` atomically; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -75,7 +89,7 @@ def speedups(doc: dict[str, Any], baseline: str = BASELINE) -> None:
 
 
 def overhead_sentence(name: str, o: dict[str, Any]) -> str:
-    """One line on a :func:`uehead.bench.head_overhead` result: batch job, lone batch, hot loop."""
+    """One line on a :func:`uehead.bench.overhead.head_overhead` result: batch job, lone batch, hot loop."""
     if "one_batch" not in o:  # results written before the head ran once per block (a lone batch only)
         return (f"{name}: head overhead, one batch of {o['batch_size']}: head graph {o['head_us']:.0f} us + kernels "
                 f"{o['kernels_us']:.0f} us = {o['overhead_pct_of_backbone']:.3f}% of the backbone "
@@ -93,8 +107,9 @@ def _check(name: str, target: str, measured: dict[str, float], ok: bool) -> dict
     return {"name": name, "target": target, "measured": measured, "met": bool(ok)}
 
 
-def summarise(doc: dict[str, Any], targets: dict[str, float]) -> dict[str, Any]:
-    """Target checks of issue 6 from what the document holds (a check is absent when its data is)."""
+def check_targets(doc: dict[str, Any], targets: dict[str, float] = TARGETS) -> dict[str, Any]:
+    """The document's ``summary``: each of ``targets`` checked against what the document holds (a
+    check is absent when its data is). Adds the speed-ups to the e2e rows first (:func:`speedups`)."""
     speedups(doc)
     lengths = doc["settings"]["lengths"]
     checks = []
@@ -134,6 +149,7 @@ def summarise(doc: dict[str, Any], targets: dict[str, float]) -> dict[str, Any]:
 
 
 def print_report(doc: dict[str, Any]) -> None:
+    """Print the document's tables, overhead lines and target checks (stdout)."""
     m = doc["meta"]
     print(f"uehead bench: {m['cpu']}, {m['threads']} threads, onnxruntime {m['onnxruntime']}, numba {m['numba']}; "
           f"load average {m.get('loadavg_start')} -> {m.get('loadavg_end')}")
@@ -146,18 +162,14 @@ def print_report(doc: dict[str, Any]) -> None:
               f"{'-' if ort is None else f'{ort:.1f}'} GFLOP/s -> peak {p['peak_gflops']:.1f}")
     if doc.get("stages"):
         print()
-        print(format_table(doc["stages"], ["bundle", "length", "batch_size", "seq_len_mean", "tokenize_us",
-                                           "backbone_us", "head_us", "kernels_us", "overhead_pct",
-                                           "backbone_gflops", "pct_of_peak"],
-                           "per batch, per stage (microseconds; overhead = head + kernels, % of backbone)"))
+        print(fixed_width_table(doc["stages"], STAGE_COLUMNS,
+                                "per batch, per stage (microseconds; overhead = head + kernels, % of backbone)"))
     for name, o in doc.get("overhead", {}).items():
         print(overhead_sentence(name, o))
     if doc.get("e2e"):
         print()
-        cols = ["length", "batch_size", "engine", "ms_per_batch", "best_ms_per_batch", "texts_per_s",
-                f"x_vs_{BASELINE}", "spread_pct",
-                "tokenize_ms_per_batch", "forward_ms_per_batch", "backbone_gflops", "pct_of_peak"]
-        print(format_table(doc["e2e"], cols, "end to end (median over repeats; x = pytorch-fp32 time / engine time)"))
+        print(fixed_width_table(doc["e2e"], E2E_COLUMNS,
+                                f"end to end (median over repeats; x = {BASELINE} time / engine time)"))
         for name, info in doc.get("peers", {}).items():
             if "skipped" in info:
                 print(f"peer {name} skipped: {info['skipped']}")
@@ -168,10 +180,9 @@ def print_report(doc: dict[str, Any]) -> None:
     if cold:
         print()
         rows = [{"process": k, **v["median"]} for k, v in cold.items()]
-        print(format_table(rows, ["process", "import_s", "load_s", "first_predict_s", "total_s", "since_spawn_s",
-                                  "peak_rss_mb", "peak_rss_after_batch32_mb", "numba_imported", "kernels_backend"],
-                           f"cold start, fresh processes (median of {next(iter(cold.values()))['runs']}; "
-                           f"python -c pass: {doc['coldstart']['interpreter_s']:.3f} s)"))
+        print(fixed_width_table(rows, COLDSTART_COLUMNS,
+                                f"cold start, fresh processes (median of {next(iter(cold.values()))['runs']}; "
+                                f"python -c pass: {doc['coldstart']['interpreter_s']:.3f} s)"))
     s = doc.get("summary", {})
     if s.get("checks"):
         print()

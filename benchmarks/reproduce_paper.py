@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -53,6 +52,7 @@ from paper.runs import is_complete, train_all  # noqa: E402, F401  (is_complete:
 
 from uehead import __version__  # noqa: E402
 from uehead.evaluation import metrics as M  # noqa: E402
+from uehead.jsonio import to_jsonable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,21 +112,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _jsonable(obj):
-    """JSON-ready: MeanStd as dicts, numpy scalars as numbers, NaN/inf as null."""
-    if isinstance(obj, M.MeanStd):
-        return obj.to_dict()
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -179,7 +164,7 @@ def main(argv=None, train_fn=None) -> int:
         return 2
     md = result.pop("markdown")
     json_path, md_path = (args.out.parent / f"{args.out.name}{ext}" for ext in (".json", ".md"))
-    _atomic_write(json_path, json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n")
+    _atomic_write(json_path, json.dumps(to_jsonable(result), indent=2, allow_nan=False) + "\n")
     _atomic_write(md_path, md)
     print(f"reproduce_paper: wrote {json_path} and {md_path}"
           + (f"; {len(result['missing_runs'])} runs missing" if result["missing_runs"] else ""), file=sys.stderr)

@@ -19,8 +19,6 @@ uncertain**.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 
 from uehead.bundle import BASELINE_KEYS
 from uehead.errors import CheckpointError, UnknownScoreError
+from uehead.jsonio import read_json_object, write_json_atomic
 from uehead.scores import DEFAULT_LAMBDA, head_kind, head_kinds, head_params
 
 __all__ = [
@@ -99,27 +98,9 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------------- writing
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """JSON with numpy scalars as numbers and NaN/inf as null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    """JSON with numpy scalars as numbers and NaN/inf as null (:func:`uehead.jsonio.to_jsonable`)."""
+    write_json_atomic(path, data)
 
 
 def write_training(root: str | os.PathLike, record: dict) -> Path:
@@ -173,15 +154,7 @@ def write_scores(root: str | os.PathLike, split: str, labels: np.ndarray, predic
 
 # ------------------------------------------------------------------------------- reading
 def _read_json(path: Path, fix: str = _RETRAIN) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError("is missing.", path=path, fix=fix)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"is not valid UTF-8 JSON ({exc}).", path=path, fix=fix) from exc
-    if not isinstance(data, dict):
-        raise CheckpointError("must hold a JSON object.", path=path, fix=fix)
-    return data
+    return read_json_object(path, CheckpointError, fix)
 
 
 def _read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -17,7 +17,6 @@ Every score is higher = more uncertain.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from uehead.errors import BundleError
+from uehead.jsonio import read_json_object
 from uehead.scores import DISTANCE_SCORES, TASK_SCORES
 
 #: Keys every golden.json has.
@@ -61,12 +61,7 @@ def read_golden(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check golden.json; ``heads`` and ``distances`` default to empty objects."""
     path = Path(path)
     fix = "re-export the bundle with `uehead export`."
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"is not valid UTF-8 JSON ({exc}).", path=path, fix=fix) from exc
-    if not isinstance(data, dict):
-        raise BundleError("must be a JSON object.", path=path, fix=fix)
+    data = read_json_object(path, BundleError, fix)
     missing = [k for k in GOLDEN_KEYS if k not in data]
     if missing:
         raise BundleError(f"lacks keys {missing}.", path=path, fix=fix)

@@ -7,8 +7,6 @@ uncertain**), prints a table, and writes JSON plus PNG plots next to it.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import sys
@@ -21,6 +19,7 @@ import numpy as np
 from uehead import __version__
 from uehead.evaluation import metrics
 from uehead._extras import installed_versions
+from uehead.jsonio import write_json_atomic
 from uehead.datasets import SPLITS, DataError, Dataset, Split, load_dataset
 
 __all__ = ["evaluate_bundle", "evaluate_predictions", "collect_scores", "plot_paths"]
@@ -112,20 +111,6 @@ def _versions(model: Any) -> dict[str, Any]:
     return out
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(obj) or math.isinf(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def _read_split(data: str | os.PathLike | Dataset, split: str) -> tuple[str, Split, int]:
     if isinstance(data, Dataset):
         return data.name, data[split], data.num_classes
@@ -206,9 +191,7 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         record["plots"]["risk_coverage"] = str(plotting.risk_coverage_plot(
             scores, errors, paths["risk_coverage"], title=title))
     if json_out is not None:
-        out = Path(json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        write_json_atomic(json_out, record)
     if verbose:
         print(f"{record['bundle']} on {name}:{split}, n = {result['n']}, accuracy {result['accuracy']:.4f}, "
               f"{result['num_errors']} errors")

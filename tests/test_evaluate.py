@@ -6,13 +6,13 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tiny_models import NEGATIVE, POSITIVE, make_tiny_dataset
+from fake_model import FakeModel
+from tiny_models import make_tiny_dataset
 from uehead import cli
 from uehead.evaluation import metrics
 from uehead.evaluation import evaluate as ev
@@ -21,44 +21,6 @@ from uehead.evaluation.metrics import UndefinedMetricWarning
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class FakePredictions:
-    label_ids: np.ndarray
-    probs: np.ndarray
-    uncertainty: np.ndarray
-    softmax_response: np.ndarray
-    entropy: np.ndarray
-    scores: dict = field(default_factory=dict)
-
-
-class FakeModel:
-    """Same ``predict`` contract as uehead.runtime.Model: a word-count sentiment rule."""
-
-    def __init__(self, num_classes: int = 2, perfect_labels=None):
-        self.num_classes = num_classes
-        self.perfect_labels = perfect_labels
-        self.calls = []
-
-    def predict(self, texts, batch_size=32, distances=True):
-        self.calls.append({"n": len(texts), "batch_size": batch_size, "distances": distances})
-        n, c = len(texts), self.num_classes
-        logits = np.zeros((n, c))
-        for i, t in enumerate(texts):
-            words = t.split()
-            logits[i, 1 % c] = sum(w in POSITIVE for w in words) - 0.3 * len(words) / 8
-            logits[i, 0] = sum(w in NEGATIVE for w in words)
-        if self.perfect_labels is not None:
-            logits[np.arange(n), self.perfect_labels] += 10.0
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        sr = 1 - p.max(1)
-        h = -(p * np.log(p)).sum(1)
-        md = 5 * h + np.arange(n) % 3  # not a probability
-        scores = {"sr": sr, "entropy": h, "adue": np.clip(sr * 1.1 - 0.01, -0.01, 1), "alien": h / np.log(c),
-                  "md": md, "rmd": md - 2}
-        return FakePredictions(p.argmax(1), p.astype(np.float32), scores["adue"], sr, h, scores)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +36,7 @@ def test_evaluate_fake_model_writes_json_and_plots(data_dir, tmp_path, capsys):
 
     # metrics equal a direct computation on the same predictions
     test = load_dataset(data_dir)["test"]
-    pred = model.predict(test.texts)
+    pred = model.predict(test.texts, distances=True)
     errors = pred.label_ids != test.labels
     assert 0 < errors.sum() < errors.size
     expect = metrics.summarize(pred.scores, errors)

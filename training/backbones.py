@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from uehead.checkpoint import ARCHITECTURE_OF_MODEL_TYPE, POOLING_OF
+
 BUILTIN_MODELS = ("minilm", "smollm2")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -45,12 +47,11 @@ class Family:
 
 
 FAMILIES = {
-    "bert": Family("bert", "pooler", "classifier", "linear", ("query", "key", "value")),
-    "roberta": Family("roberta", "first_token", "classifier", "dense_tanh_linear", ("query", "key", "value")),
-    "llama": Family("llama", "last_token", "score", "linear", ("q_proj", "k_proj", "v_proj")),
+    "bert": Family("bert", POOLING_OF["bert"], "classifier", "linear", ("query", "key", "value")),
+    "roberta": Family("roberta", POOLING_OF["roberta"], "classifier", "dense_tanh_linear", ("query", "key", "value")),
+    "llama": Family("llama", POOLING_OF["llama"], "score", "linear", ("q_proj", "k_proj", "v_proj")),
 }
-MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
-               "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama"}
+MODEL_TYPES = ARCHITECTURE_OF_MODEL_TYPE
 
 
 @dataclass(frozen=True)

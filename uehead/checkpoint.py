@@ -33,7 +33,7 @@ from uehead.scores import DEFAULT_LAMBDA, head_kind, head_kinds, head_params
 
 __all__ = [
     "FORMAT_VERSION", "MODEL_DIR", "HEADS_DIR", "BASELINES_DIR", "SCORES_DIR", "TRAINING_JSON", "SCORE_META",
-    "HEAD_MODULE_KEYS", "POOLING_OF", "CheckpointError", "HeadWeights", "Checkpoint", "read_checkpoint",
+    "HEAD_MODULE_KEYS", "POOLING_OF", "ARCHITECTURE_OF_MODEL_TYPE", "CheckpointError", "HeadWeights", "Checkpoint", "read_checkpoint",
     "is_checkpoint", "model_dir", "resolve_model_dir", "write_json", "write_training", "write_head", "write_md",
     "write_scores", "read_training", "read_head", "read_md", "read_scores",
 ]
@@ -53,11 +53,12 @@ HEAD_MODULE_KEYS = {
 }
 #: Architecture -> the pooling that defines z (METHOD.md).
 POOLING_OF = {"bert": "pooler", "roberta": "first_token", "llama": "last_token"}
-#: Hugging Face model_type -> architecture, for checkpoints whose training.json does not say.
-_MODEL_TYPES = {
+#: Hugging Face model_type -> architecture family: what training accepts, and what export assumes
+#: for a checkpoint whose training.json does not say.
+ARCHITECTURE_OF_MODEL_TYPE = {
     "bert": "bert",
     "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
-    "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama",
+    "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama",
 }
 _RETRAIN = "re-run `uehead train`."
 
@@ -268,7 +269,7 @@ class Checkpoint:
 def _architecture(training: dict[str, Any], config: dict[str, Any], path: Path) -> str:
     arch = training.get("architecture")
     if arch is None:
-        arch = _MODEL_TYPES.get(config.get("model_type", ""))
+        arch = ARCHITECTURE_OF_MODEL_TYPE.get(config.get("model_type", ""))
     if arch not in POOLING_OF:
         raise CheckpointError(
             f"architecture {arch!r} (model_type {config.get('model_type')!r}) is not supported by the exporter; "

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from uehead.bundle import BundleError, IncompatibleBundleError, Manifest, MissingFileError, load_manifest
+from uehead.calibration.apply import load_calibration
 from uehead.runtime import kernels
 from uehead.runtime.distances import load_baselines
 from uehead.runtime.model import Model
@@ -27,8 +28,9 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     Reads ``manifest.json`` (and checks every file's sha256 unless ``check_files=False``), builds
     the backbone and head sessions (``threads`` intra-op threads for the backbone, default the
     physical cores; ``head_threads`` for the tiny head graph), checks the graphs' input/output
-    names and shapes against the manifest, loads ``baselines.npz`` (never unpickling), and warms
-    the kernels and both graphs with one empty text (``warmup``).
+    names and shapes against the manifest, loads ``baselines.npz`` (never unpickling) and
+    ``calibration.json`` (refused when it was fitted on other graphs), and warms the kernels and
+    both graphs with one empty text (``warmup``).
 
     Raises:
         uehead.bundle.BundleError (or a subclass: MissingFileError, ChecksumError,
@@ -46,7 +48,7 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
         baselines = load_baselines(root / manifest.baselines.file, num_classes=len(manifest.labels),
                                    feature_size=manifest.backbone.feature_size,
                                    l2_normalize=bool(manifest.baselines.settings.get("l2_normalize", False)))
-    model = Model(root, manifest, tokenizer, backbone, head, baselines)
+    model = Model(root, manifest, tokenizer, backbone, head, baselines, load_calibration(root, manifest))
     if warmup:
         kernels.warmup()
         model.predict([""], distances=True)

@@ -11,6 +11,7 @@ numpy and the runtime's own modules; :func:`uehead.runtime.load` (in ``loading.p
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable, Iterator
@@ -22,8 +23,10 @@ import numpy as np
 
 from uehead import scores as score_registry
 from uehead.bundle import IncompatibleBundleError, Manifest
+from uehead.errors import DataError
 from uehead.runtime import kernels
 from uehead.runtime.distances import Baselines
+from uehead.runtime.inputs import as_text_list, check_batch_size, check_items, reject_unordered
 from uehead.runtime.predictions import Predictions
 from uehead.runtime.tokenize import TextTokenizer
 
@@ -55,11 +58,12 @@ class Model:
 
     Attributes: ``manifest``, ``labels`` (tuple of str), ``path`` (the bundle folder),
     ``tokenizer`` (:class:`TextTokenizer`), ``backbone_session``, ``head_session``,
-    ``baselines`` (:class:`Baselines` or None when the bundle has none).
+    ``baselines`` (:class:`Baselines` or None when the bundle has none), ``calibration``
+    (:class:`uehead.calibration.apply.Calibration` or None when the bundle is not calibrated).
     """
 
     def __init__(self, path: Path, manifest: Manifest, tokenizer: TextTokenizer, backbone_session,
-                 head_session, baselines: Baselines | None):
+                 head_session, baselines: Baselines | None, calibration=None):
         self.path = Path(path)
         self.manifest = manifest
         self.labels = tuple(manifest.labels)
@@ -67,6 +71,7 @@ class Model:
         self.backbone_session = backbone_session
         self.head_session = head_session
         self.baselines = baselines
+        self.calibration = calibration
         self._heads = {h.kind: h for h in manifest.head.heads}
         self._head_outputs = [manifest.head.task_logits_name] + [h.output_name for h in self._heads.values()]
         # Resolved once: the registry's kernel of each head kind and its keyword arguments.
@@ -85,7 +90,8 @@ class Model:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def predict(self, texts: str | Iterable[str], *, batch_size: int = 32, distances: bool = False) -> Predictions:
+    def predict(self, texts: str | Iterable[str], *, batch_size: int = 32, distances: bool = False,
+                risk: float | None = None, coverage: float | None = None) -> Predictions:
         """Predict labels, probabilities and uncertainty scores (higher = more uncertain).
 
         Args:
@@ -93,35 +99,45 @@ class Model:
                 length are truncated, see :mod:`uehead.runtime.tokenize`).
             batch_size: texts per ONNX Runtime call. Texts are sorted by token length so each
                 batch carries little padding; the output keeps the input order.
-            distances: also compute "md" and "rmd" into ``scores`` (when the bundle has baselines).
+            distances: also compute "md" and "rmd" into ``scores`` (when the bundle has baselines;
+                always when the bundle's calibration is on one of them).
+            risk, coverage: on a calibrated bundle, the stored risk level that fills ``accept`` and
+                the stored coverage level that fills ``prediction_sets`` (None: the defaults
+                chosen at calibration). ``p_error`` is filled either way.
         Raises:
-            TypeError: an item is not a str (the message names its index).
+            TypeError: an item is not a str, or ``texts`` is a table (pass its text column).
+            ValueError: an item holds a lone surrogate (see :mod:`uehead.runtime.inputs`).
+            Both messages name the item's index.
+            uehead.errors.DataError: ``risk`` / ``coverage`` is not a stored level (the message
+                lists them), or is given for a bundle without calibration.
         """
-        items = _as_text_list(texts)
-        _check_batch_size(batch_size)
-        return self._predict_list(items, batch_size, distances)
+        items = as_text_list(texts)
+        check_batch_size(batch_size)
+        return self._predict_list(items, batch_size, distances, self._decision_levels(risk, coverage))
 
     def iter_predict(self, texts: str | Iterable[str], *, batch_size: int = 32, chunk_size: int = BLOCK_ROWS,
-                     distances: bool = False) -> Iterator[Predictions]:
+                     distances: bool = False, risk: float | None = None,
+                     coverage: float | None = None) -> Iterator[Predictions]:
         """Stream Predictions, one per ``chunk_size`` texts, in input order, from any iterable
         (generators included; a single str counts as one text); memory stays bounded by the
         chunk, and the iterable is read one chunk ahead at most. Length bucketing happens within a
-        chunk. Arguments are checked at call time; a non-str item raises TypeError (naming its
-        index in the whole stream) when its chunk is reached."""
-        _check_batch_size(batch_size)
+        chunk. Arguments are checked at call time; a non-str item (TypeError) or one holding a lone
+        surrogate (ValueError) raises, naming its index in the whole stream, when its chunk is reached."""
+        check_batch_size(batch_size)
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size!r}; pass a positive int.")
         if isinstance(texts, str):
             texts = [texts]
-        _reject_unordered(texts)
-        return self._iter_chunks(iter(texts), batch_size, chunk_size, distances)
+        reject_unordered(texts)
+        levels = self._decision_levels(risk, coverage)
+        return self._iter_chunks(iter(texts), batch_size, chunk_size, distances, levels)
 
-    def _iter_chunks(self, iterator: Iterator, batch_size: int, chunk_size: int,
-                     distances: bool) -> Iterator[Predictions]:
+    def _iter_chunks(self, iterator: Iterator, batch_size: int, chunk_size: int, distances: bool,
+                     levels: tuple[float, float] | None) -> Iterator[Predictions]:
         offset = 0
         while chunk := list(itertools.islice(iterator, chunk_size)):
-            _check_items(chunk, offset)
-            yield self._predict_list(chunk, batch_size, distances)
+            check_items(chunk, offset)
+            yield self._predict_list(chunk, batch_size, distances, levels)
             offset += len(chunk)
 
     def predict_stages(self, texts: str | Iterable[str], *, batch_size: int | None = None,
@@ -134,14 +150,14 @@ class Model:
         ``(rows, tokens)`` of each backbone call, in call order), ``sequence_length`` (the widest)
         and ``head_calls`` (head graph runs: one per :data:`BLOCK_ROWS` rows).
         """
-        items = _as_text_list(texts)
+        items = as_text_list(texts)
         if not items:
             raise ValueError("predict_stages needs at least one text.")
         if batch_size is None:
             batch_size = len(items)
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         stages: dict[str, Any] = {"tokenize": 0.0, "backbone": 0.0, "head": 0.0, "kernels": 0.0, "shapes": []}
-        self._predict_list(items, batch_size, distances, stages)
+        self._predict_list(items, batch_size, distances, None, stages)
         stages.update(batch_size=batch_size, n_batches=len(stages["shapes"]),
                       sequence_length=max(w for _, w in stages["shapes"]),
                       head_calls=-(-len(items) // _block_rows(batch_size)))
@@ -159,11 +175,27 @@ class Model:
                 f"uncertainty={self.uncertainty_kind!r}, baselines={self.baselines is not None})")
 
     # -- internals -------------------------------------------------------------------------
+    def _decision_levels(self, risk: float | None, coverage: float | None) -> tuple[float, float] | None:
+        """The (risk, coverage) levels a calibrated bundle decides at; None when not calibrated.
+        Checked before any work, so a wrong level fails fast and names the stored ones."""
+        if self.calibration is None:
+            if risk is not None or coverage is not None:
+                raise DataError(f"risk={risk!r}, coverage={coverage!r} were given, but {self.path} has no "
+                                "calibration.", fix="run `uehead calibrate BUNDLE --data D --out CALIBRATED` "
+                                "and load the calibrated bundle.")
+            return None
+        return self.calibration.risk_level(risk).risk, self.calibration.coverage_level(coverage).coverage
+
     def _predict_list(self, texts: list[str], batch_size: int, distances: bool,
-                      stages: dict[str, Any] | None = None) -> Predictions:
+                      levels: tuple[float, float] | None, stages: dict[str, Any] | None = None) -> Predictions:
+        distances = distances or (levels is not None and self.calibration.needs_distances)
         raw = self._forward(texts, batch_size, distances and self.baselines is not None, stages)
         clock = _StageClock(stages)
         preds = self._score(raw, distances)
+        if levels is not None:
+            risk, coverage = levels
+            preds = dataclasses.replace(preds, risk=risk, coverage=coverage, **self.calibration.decide(
+                preds.probs, preds.scores, risk=risk, coverage=coverage))
         clock.lap("kernels")
         return preds
 
@@ -251,31 +283,3 @@ def _block_rows(batch_size: int) -> int:
     """Rows per head-graph call: :data:`BLOCK_ROWS` rounded down to whole batches, at least one batch."""
     return batch_size * max(1, BLOCK_ROWS // batch_size)
 
-
-# -- input checks ------------------------------------------------------------------------------
-def _reject_unordered(texts) -> None:
-    if isinstance(texts, (bytes, bytearray, dict, set, frozenset)):
-        raise TypeError(f"texts must be a str or an ordered sequence of str, got {type(texts).__name__}.")
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}.")
-
-
-def _check_items(items: list, offset: int = 0) -> None:
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise TypeError(f"texts[{offset + i}] is {type(item).__name__} ({item!r:.60}), expected str; "
-                            "convert or drop non-text items first.")
-
-
-def _as_text_list(texts) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    _reject_unordered(texts)
-    items = list(texts)
-    _check_items(items)
-    return items
-
-
-def _check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}; pass a positive int.")

@@ -8,7 +8,11 @@ A bundle is a folder::
     tokenizer.json    a `tokenizers` tokenizer (truncation/padding are applied by the runtime
                       from the manifest's TokenizerSpec, not from this file)
     baselines.npz     optional: Mahalanobis statistics (numpy .npz, loaded with allow_pickle=False)
-    golden.json       optional: a few texts with the outputs the exporter expects
+    golden.json       optional: a few texts with the outputs the exporter expects (:mod:`uehead.golden`)
+    calibration.json  optional: decision layer written by `uehead calibrate` (uehead.calibration)
+    scores.onnx       optional: head logits -> probs, label_id, every score and ``uncertainty`` in
+                      standard ONNX operators, for apps outside Python (uehead.export.scores_graph);
+                      the Python runtime uses its kernels, `uehead verify` checks that both agree
 
 Only stdlib and numpy are used here. Loading never unpickles and never registers custom-op
 libraries. Every problem raises a :class:`BundleError` (or subclass) naming the file and the fix.
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from uehead.errors import (  # noqa: F401  (re-exported: the bundle error family
     MissingFileError,
     UnknownScoreError,
 )
+from uehead.jsonio import read_json_object, to_jsonable, write_json_atomic
 from uehead.scores import DEFAULT_LAMBDA, head_kind, head_params
 
 FORMAT_NAME = "uehead-bundle"
@@ -45,11 +49,16 @@ BACKBONE_FILE = "backbone.onnx"
 HEAD_FILE = "head.onnx"
 BASELINES_FILE = "baselines.npz"
 GOLDEN_FILE = "golden.json"
+CALIBRATION_FILE = "calibration.json"
+SCORES_FILE = "scores.onnx"
+#: scores.onnx's first outputs, then one per head kind (named by the kind), then UNCERTAINTY_OUTPUT.
+SCORES_TASK_OUTPUTS = ("probs", "label_id", "softmax_response", "entropy")
+UNCERTAINTY_OUTPUT = "uncertainty"
 #: Arrays of baselines.npz (float64): class_means [C, H], precision [H, H], global_mean [H],
 #: global_precision [H, H] (see :mod:`uehead.distances`).
 BASELINE_KEYS = ("class_means", "precision", "global_mean", "global_precision")
-#: Keys every golden.json has (see :func:`golden_payload`).
-GOLDEN_KEYS = ("texts", "label_ids", "probs", "softmax_response", "entropy")
+#: The manifest's optional file entries (each a :class:`FileSpec` or None), in manifest order.
+OPTIONAL_FILES = ("baselines", "golden", "calibration", "scores")
 
 ARCHITECTURES = ("bert", "roberta", "llama", "other")
 POOLINGS = ("pooler", "first_token", "last_token")
@@ -120,7 +129,7 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class FileSpec:
-    """An optional extra file (baselines.npz, golden.json)."""
+    """An optional extra file (baselines.npz, golden.json, calibration.json, scores.onnx)."""
 
     file: str
     sha256: str
@@ -139,6 +148,9 @@ class Manifest:
     writer: dict[str, str] = field(default_factory=dict)
     baselines: FileSpec | None = None
     golden: FileSpec | None = None
+    calibration: FileSpec | None = None
+    #: scores.onnx; None in bundles written before it existed (they still load).
+    scores: FileSpec | None = None
     #: Reports: export validation diffs, int8 deltas, training summary.
     reports: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
@@ -151,21 +163,13 @@ class Manifest:
             self.backbone.file: self.backbone.sha256,
             self.head.file: self.head.sha256,
         }
-        for extra in (self.baselines, self.golden):
+        for extra in (getattr(self, name) for name in OPTIONAL_FILES):
             if extra is not None:
                 out[extra.file] = extra.sha256
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
+        return to_jsonable(dataclasses.asdict(self))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -224,8 +228,8 @@ def manifest_from_dict(data: dict[str, Any], path: Path) -> Manifest:
         backbone=_build(BackboneSpec, data.get("backbone"), "backbone", path),
         head=_build(HeadSpec, head_data, "head", path),
         writer=dict(data.get("writer") or {}),
-        baselines=None if data.get("baselines") is None else _build(FileSpec, data["baselines"], "baselines", path),
-        golden=None if data.get("golden") is None else _build(FileSpec, data["golden"], "golden", path),
+        **{k: None if data.get(k) is None else _build(FileSpec, data[k], k, path)
+           for k in OPTIONAL_FILES},
         reports=dict(data.get("reports") or {}),
         format=fmt,
         format_version=version,
@@ -283,12 +287,7 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise MissingFileError("is missing.", path=path,
                                fix="pass the bundle folder written by `uehead export` (it holds manifest.json).")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"is not valid UTF-8 JSON ({exc}).", path=path,
-                          fix="re-export the bundle with `uehead export`.") from exc
-    return manifest_from_dict(data, path)
+    return manifest_from_dict(read_json_object(path, BundleError, "re-export the bundle with `uehead export`."), path)
 
 
 def verify_files(bundle_dir: str | os.PathLike, manifest: Manifest) -> None:
@@ -326,8 +325,7 @@ def with_checksums(bundle_dir: str | os.PathLike, manifest: Manifest) -> Manifes
         tokenizer=fill(manifest.tokenizer),
         backbone=fill(manifest.backbone),
         head=fill(manifest.head),
-        baselines=fill(manifest.baselines),
-        golden=fill(manifest.golden),
+        **{name: fill(getattr(manifest, name)) for name in OPTIONAL_FILES},
     )
 
 
@@ -337,64 +335,4 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
     manifest = with_checksums(root, manifest)
     path = root / MANIFEST_FILE
     manifest_from_dict(manifest.to_dict(), path)  # the same checks a reader runs
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-# ------------------------------------------------------------------------------- golden.json
-def golden_payload(texts, label_ids, probs, scores, *, source: str, tolerance: float) -> dict[str, Any]:
-    """golden.json: a few texts and the outputs the exporter expects for each, one text per call.
-
-    ``scores`` maps score names (:func:`uehead.scores.score_names`: "sr", "entropy", each head
-    kind, and "md"/"rmd" when the bundle has baselines) to [N] arrays. On disk "sr" is stored as
-    ``softmax_response``, the head kinds under ``heads`` and the distances under ``distances``.
-    """
-    import numpy as np
-
-    def floats(x):
-        return np.asarray(x, np.float64).tolist()
-
-    out = {
-        "texts": list(texts),
-        "tolerance": float(tolerance),
-        "source": source,
-        "label_ids": [int(x) for x in label_ids],
-        "probs": floats(probs),
-        "softmax_response": floats(scores["sr"]),
-        "entropy": floats(scores["entropy"]),
-        "heads": {k: floats(v) for k, v in scores.items() if k not in ("sr", "entropy", "md", "rmd")},
-    }
-    distances = {k: floats(scores[k]) for k in ("md", "rmd") if k in scores}
-    if distances:
-        out["distances"] = distances
-    return out
-
-
-def read_golden(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check golden.json; ``heads`` and ``distances`` default to empty objects."""
-    path = Path(path)
-    fix = "re-export the bundle with `uehead export`."
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"is not valid UTF-8 JSON ({exc}).", path=path, fix=fix) from exc
-    if not isinstance(data, dict):
-        raise BundleError("must be a JSON object.", path=path, fix=fix)
-    missing = [k for k in GOLDEN_KEYS if k not in data]
-    if missing:
-        raise BundleError(f"lacks keys {missing}.", path=path, fix=fix)
-    texts = data["texts"]
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise BundleError("'texts' must be a list of strings.", path=path, fix=fix)
-    tol = data.get("tolerance", 1e-4)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise BundleError(f"'tolerance' must be a number >= 0, got {tol!r}.", path=path, fix=fix)
-    for key in ("heads", "distances"):
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            raise BundleError(f"'{key}' must be an object name -> list of numbers.", path=path, fix=fix)
-        data[key] = value
-    data["tolerance"] = float(tol)
-    return data
+    return write_json_atomic(path, manifest.to_dict())

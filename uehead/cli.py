@@ -91,7 +91,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from uehead.evaluation.evaluate import evaluate_bundle
 
     evaluate_bundle(a.bundle, a.data, split=a.split, json_out=a.json, plots=not a.no_plots,
-                    max_rows=a.max_rows)
+                    max_rows=a.max_rows, text_column=a.text_column, label_column=a.label_column)
     return 0
 
 
@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="uncertainty metrics of every score a bundle has (torch-free)")
     ev.add_argument("bundle", type=Path)
-    ev.add_argument("--data", required=True, help="rotten_tomatoes | PATH")
+    ev.add_argument("--data", required=True,
+                    help="rotten_tomatoes | dataset folder | labelled .jsonl/.csv/.parquet file")
+    ev.add_argument("--text-column", default="text", help="text column of a labelled file (default: text)")
+    ev.add_argument("--label-column", default="label",
+                    help="label column of a labelled file, names or ids (default: label)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--json", required=True, type=Path)
     ev.add_argument("--max-rows", type=int, default=None)

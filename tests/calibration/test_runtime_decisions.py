@@ -64,3 +64,35 @@ def test_streaming_and_concat_keep_decisions(calibrated_model):
     np.testing.assert_array_equal(joined.accept, whole.accept)
     np.testing.assert_allclose(joined.p_error, whole.p_error)
     assert joined.prediction_sets == whole.prediction_sets and joined.risk == whole.risk
+
+
+def test_evaluate_reports_selective_risk_and_marks_thresholds(calibrated_bundle, calibration_jsonl, tmp_path):
+    from uehead.evaluation import evaluate as ev
+
+    out = tmp_path / "eval.json"
+    rec = ev.evaluate_bundle(calibrated_bundle, calibration_jsonl, json_out=out, verbose=False)
+    dec = rec["decisions"]
+    model = runtime.load(calibrated_bundle, threads=1)
+    cal = model.calibration
+    assert dec["score"] == cal.score and [r["risk"] for r in dec["risk_levels"]] == list(cal.risks)
+    import json
+
+    rows = [json.loads(line) for line in open(calibration_jsonl)]
+    preds = model.predict([r["text"] for r in rows])
+    y = np.array([r["label"] for r in rows])
+    for level, got in zip(cal.risk_levels, dec["risk_levels"]):
+        accepted = level.accept(preds.scores[cal.score])
+        assert got["accepted"] == int(accepted.sum())
+        if accepted.any():
+            assert got["selective_risk"] == pytest.approx(float((preds.label_ids != y)[accepted].mean()))
+    for level, got in zip(cal.coverage_levels, dec["coverage_levels"]):
+        mask = level.set_mask(preds.probs)
+        assert got["empirical_coverage"] == pytest.approx(float(mask[np.arange(len(y)), y].mean()))
+        assert got["mean_set_size"] == pytest.approx(float(mask.sum(1).mean()))
+    assert out.with_name("eval_risk_coverage.png").stat().st_size > 5000
+
+
+def test_evaluate_uncalibrated_bundle_has_no_decisions(tiny_model, calibration_jsonl):
+    from uehead.evaluation import evaluate as ev
+
+    assert ev.evaluate_bundle(tiny_model, calibration_jsonl, verbose=False)["decisions"] is None

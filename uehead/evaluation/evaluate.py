@@ -20,7 +20,8 @@ from uehead import __version__
 from uehead.evaluation import metrics
 from uehead._extras import installed_versions
 from uehead.jsonio import write_json_atomic
-from uehead.datasets import SPLITS, DataError, Dataset, Split, load_dataset
+from uehead.datasets import SPLITS, DataError, Dataset, Split, labelled_file_format, load_dataset, load_split
+from uehead.evaluation.decisions import decision_metrics, format_decisions
 
 __all__ = ["evaluate_bundle", "evaluate_predictions", "collect_scores", "plot_paths"]
 
@@ -111,9 +112,13 @@ def _versions(model: Any) -> dict[str, Any]:
     return out
 
 
-def _read_split(data: str | os.PathLike | Dataset, split: str) -> tuple[str, Split, int]:
+def _read_split(data, split: str, model: Any, text_column: str, label_column: str) -> tuple[str, Split, int]:
     if isinstance(data, Dataset):
         return data.name, data[split], data.num_classes
+    if labelled_file_format(data) is not None:
+        labels = tuple(model.labels)
+        name, rows = load_split(data, split, label_names=labels, text_column=text_column, label_column=label_column)
+        return name, rows, len(labels)
     if str(data) == "rotten_tomatoes" and split not in SPLITS:
         raise DataError(f"dataset 'rotten_tomatoes' has no split {split!r}; it has {list(SPLITS)}")
     ds = load_dataset(data, splits=(split,))
@@ -123,19 +128,22 @@ def _read_split(data: str | os.PathLike | Dataset, split: str) -> tuple[str, Spl
 def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | Dataset, *, split: str = "test",
                     json_out: str | os.PathLike | None = None, plots: bool = True, max_rows: int | None = None,
                     batch_size: int = 32, probability_scores: Iterable[str] = metrics.PROBABILITY_SCORES,
-                    verbose: bool = True) -> dict[str, Any]:
+                    verbose: bool = True, text_column: str = "text", label_column: str = "label") -> dict[str, Any]:
     """Evaluate every uncertainty score of a bundle on ``data[split]``.
 
     Args:
         bundle: a bundle folder (loaded with :func:`uehead.runtime.load`) or an already loaded
             model, i.e. any object with ``predict(texts, batch_size=..., distances=True)`` returning
             Predictions (``label_ids``, ``probs``, ``softmax_response``, ``entropy``, ``scores``).
-        data: ``"rotten_tomatoes"``, a dataset folder, or a :class:`~uehead.datasets.Dataset`.
+        data: ``"rotten_tomatoes"``, a dataset folder, a :class:`~uehead.datasets.Dataset`, or a
+            JSONL / CSV / Parquet file with ``text_column`` and ``label_column`` (labels as the
+            bundle's label names or as ids; ``split`` is then unused).
         split: which split to score (never the one the heads were selected on, for honest numbers).
         json_out: JSON file to write; the PNGs go next to it (see :func:`plot_paths`). None writes
             nothing.
         plots: draw a reliability diagram (probability-like scores) and risk-coverage curves
-            (every score). Needs matplotlib; checked before any prediction runs.
+            (every score; the calibrated thresholds marked when the bundle is calibrated). Needs
+            matplotlib; checked before any prediction runs.
         max_rows: score only the first ``max_rows`` rows of the split.
         batch_size: texts per runtime batch.
         probability_scores: score names that are error probabilities (ECE, Brier, reliability).
@@ -143,8 +151,9 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
 
     Returns the record written as JSON: ``bundle, data, split, n, num_classes, accuracy,
     error_rate, num_errors, metrics {score: {metric: value}}, directions, probability_scores,
-    default_score (the score filling Predictions.uncertainty), versions, plots, seconds, notes``.
-    Undefined metrics are NaN in the dict and null in the JSON.
+    default_score (the score filling Predictions.uncertainty), decisions (selective risk and
+    coverage at each calibrated level; None when the bundle is not calibrated), versions,
+    plots, seconds, notes``. Undefined metrics are NaN in the dict and null in the JSON.
     """
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be >= 1 (or None for all rows), got {max_rows}")
@@ -153,17 +162,24 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         from uehead.evaluation.plots import require_matplotlib  # noqa: PLC0415
 
         require_matplotlib()
-    name, rows, num_classes = _read_split(data, split)
+    loaded = hasattr(bundle, "predict")
+    model = bundle if loaded else None
+    if model is None and not isinstance(data, Dataset) and labelled_file_format(data) is not None:
+        model = _load_model(bundle)  # a file's label names are the bundle's
+    name, rows, num_classes = _read_split(data, split, model, text_column, label_column)
+    if not isinstance(data, Dataset) and labelled_file_format(data) is not None:
+        split = None  # a labelled file is one split
     rows = rows.head(max_rows)
-    model = bundle if hasattr(bundle, "predict") else _load_model(bundle)
+    model = model if model is not None else _load_model(bundle)
     t0 = time.perf_counter()
     predictions = model.predict(list(rows.texts), batch_size=batch_size, distances=True)
     seconds = time.perf_counter() - t0
     prob = tuple(probability_scores)
     result = evaluate_predictions(predictions, rows.labels, num_classes=num_classes, probability_scores=prob)
     scores, errors = result.pop("_scores"), result.pop("_errors")
+    calibration = getattr(model, "calibration", None)
     record: dict[str, Any] = {
-        "bundle": str(getattr(bundle, "path", type(bundle).__name__)) if hasattr(bundle, "predict") else str(bundle),
+        "bundle": str(getattr(bundle, "path", type(bundle).__name__)) if loaded else str(bundle),
         "data": name,
         "split": split,
         "max_rows": max_rows,
@@ -171,6 +187,8 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         "directions": dict(metrics.DIRECTIONS),
         "probability_scores": [s for s in scores if s in prob],
         "default_score": getattr(model, "uncertainty_kind", None),
+        "decisions": None if calibration is None else decision_metrics(
+            calibration, predictions.probs, scores, rows.labels),
         "versions": _versions(model),
         "seconds": {"predict": round(seconds, 4)},
         "plots": {},
@@ -180,25 +198,42 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         record["notes"].append("no MD/RMD scores: the bundle carries no baselines.npz (re-export it from a "
                                "checkpoint with baseline statistics)")
     if draw:
-        from uehead.evaluation import plots as plotting  # noqa: PLC0415
-
-        paths = plot_paths(json_out)
-        title = f"{Path(str(record['bundle'])).name} on {Path(name).name}:{split} (n={result['n']})"
-        prob_scores = {k: v for k, v in scores.items() if k in prob}
-        if prob_scores:
-            record["plots"]["reliability"] = str(plotting.reliability_diagram(
-                prob_scores, errors, paths["reliability"], title=title))
-        record["plots"]["risk_coverage"] = str(plotting.risk_coverage_plot(
-            scores, errors, paths["risk_coverage"], title=title))
+        record["plots"] = _draw_plots(record, scores, errors, prob, json_out)
     if json_out is not None:
         write_json_atomic(json_out, record)
     if verbose:
-        print(f"{record['bundle']} on {name}:{split}, n = {result['n']}, accuracy {result['accuracy']:.4f}, "
-              f"{result['num_errors']} errors")
-        print(metrics.format_table(record["metrics"], markdown=False))
-        for note in record["notes"]:
-            print(f"note: {note}")
-        if json_out is not None:
-            print(f"wrote {json_out}" + "".join(f", {p}" for p in record["plots"].values()))
-        sys.stdout.flush()
+        _print_record(record, json_out)
     return record
+
+
+def _draw_plots(record: dict[str, Any], scores, errors, prob: tuple[str, ...], json_out) -> dict[str, str]:
+    from uehead.evaluation import plots as plotting  # noqa: PLC0415
+
+    paths = plot_paths(json_out)
+    where = Path(record["data"]).name + (f":{record['split']}" if record["split"] else "")
+    title = f"{Path(str(record['bundle'])).name} on {where} (n={record['n']})"
+    out = {}
+    prob_scores = {k: v for k, v in scores.items() if k in prob}
+    if prob_scores:
+        out["reliability"] = str(plotting.reliability_diagram(prob_scores, errors, paths["reliability"], title=title))
+    decisions = record["decisions"]
+    marks = [] if decisions is None else [
+        (decisions["score"], r["accepted_fraction"], r["selective_risk"], r["risk"])
+        for r in decisions["risk_levels"] if r["selective_risk"] is not None]
+    out["risk_coverage"] = str(plotting.risk_coverage_plot(scores, errors, paths["risk_coverage"], title=title,
+                                                           marks=marks))
+    return out
+
+
+def _print_record(record: dict[str, Any], json_out) -> None:
+    where = record["data"] + (f":{record['split']}" if record["split"] else "")
+    print(f"{record['bundle']} on {where}, n = {record['n']}, accuracy "
+          f"{record['accuracy']:.4f}, {record['num_errors']} errors")
+    print(metrics.format_table(record["metrics"], markdown=False))
+    if record["decisions"] is not None:
+        print(format_decisions(record["decisions"]))
+    for note in record["notes"]:
+        print(f"note: {note}")
+    if json_out is not None:
+        print(f"wrote {json_out}" + "".join(f", {p}" for p in record["plots"].values()))
+    sys.stdout.flush()

@@ -81,10 +81,12 @@ def reliability_diagram(scores: Mapping[str, np.ndarray], errors, path: str | os
 
 
 def risk_coverage_plot(scores: Mapping[str, np.ndarray], errors, path: str | os.PathLike, *,
-                       title: str | None = None) -> Path:
+                       title: str | None = None, marks=()) -> Path:
     """Risk (error rate of the kept rows) against coverage (fraction kept, least uncertain first)
     for every score, with the oracle and random references; AURC in the legend (lower is better).
-    Writes a PNG; returns its path.
+    ``marks``: (score, coverage, risk, target) points to mark, e.g. a calibrated bundle's accepted
+    fraction and error rate among accepted rows at each certified threshold, with its target risk
+    drawn as a dotted line. Writes a PNG; returns its path.
     """
     if not scores:
         raise ValueError("risk_coverage_plot needs at least one score")
@@ -97,6 +99,10 @@ def risk_coverage_plot(scores: Mapping[str, np.ndarray], errors, path: str | os.
     cov, risk = metrics.risk_coverage_curve(e, e)
     ax.plot(cov, risk, ":", color="black", linewidth=1, label=f"oracle (AURC {risk.mean():.4f})")
     ax.axhline(e.mean(), linestyle="--", color="gray", linewidth=1, label=f"random (AURC {e.mean():.4f})")
+    for score, coverage, risk, target in marks:
+        ax.plot([coverage], [risk], "o", markersize=6, markerfacecolor="none", markeredgewidth=1.5,
+                label=f"{score} calibrated threshold, target risk {target:g}")
+        ax.axhline(target, linestyle=":", linewidth=0.8, color="red")
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("coverage (fraction of rows kept, least uncertain first)")

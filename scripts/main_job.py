@@ -4,9 +4,11 @@
 2. export   fp32 and int8 bundles (each validated against PyTorch during export)
 3. verify   both bundles, torch-free (`uehead verify`: checksums + golden outputs)
 4. evaluate both bundles on the test split through the torch-free runtime (`uehead evaluate`)
-5. overhead per-batch CPU cost of head graph + kernels against the backbone (torch-free)
+5. calibrate the fp32 bundle on the validation split (P(error), abstention at 5 % / 10 % risk,
+            conformal sets at 90 % / 95 % coverage) and evaluate the calibrated bundle on the test split
+6. overhead per-batch CPU cost of head graph + kernels against the backbone (torch-free)
 
-Steps 3-5 run as `uehead` subprocesses that never import torch. Everything lands in --out
+Steps 3-6 run as `uehead` subprocesses that never import torch. Everything lands in --out
 (default: artifacts/). Re-running skips finished steps unless --force is given.
 """
 from __future__ import annotations
@@ -37,6 +39,29 @@ def uehead(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def print_decisions(calibrated: Path, eval_json: Path) -> None:
+    """The decision layer's summary: accepted fraction per score and risk level on the calibration
+    rows, mean set size per coverage level, and how the calibrated decisions did on the test split."""
+    report = json.loads((calibrated / "calibration.json").read_text())["report"]
+    print(f"[calibration] fitted on the validation split ({report['n_rows']} rows, delta {report['delta']:g}); "
+          f"accepted fraction at each risk level (its own certified threshold; none = not certified):")
+    for name, levels in report["risk"].items():
+        cells = ", ".join(f"risk {lv['risk']:g}: " + (f"{lv['accepted_fraction']:.1%}" if lv["threshold"] is not None
+                                                       else "none") for lv in levels)
+        print(f"  {name:8s} {cells}")
+    for sets in report["sets"]:
+        print(f"  sets at coverage {sets['coverage']:g}: mean size {sets['mean_set_size']:.3f} "
+              f"(label in set {sets['empirical_coverage']:.1%}, cross-fitted)")
+    dec = json.loads(eval_json.read_text())["decisions"]
+    for r in dec["risk_levels"]:
+        risk = "-" if r["selective_risk"] is None else f"{r['selective_risk']:.4f}"
+        print(f"[test, {dec['score']}] risk {r['risk']:g}: accepted {r['accepted_fraction']:.1%}, "
+              f"error rate among accepted {risk}")
+    for c in dec["coverage_levels"]:
+        print(f"[test] coverage {c['coverage']:g}: label in set {c['empirical_coverage']:.1%}, "
+              f"mean set size {c['mean_set_size']:.3f}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "artifacts")
@@ -56,7 +81,7 @@ def main() -> int:
     times: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    t = step("1/5 train: LoRA MiniLM on Rotten Tomatoes, merge, AdUE + ALIEN heads, baselines")
+    t = step("1/6 train: LoRA MiniLM on Rotten Tomatoes, merge, AdUE + ALIEN heads, baselines")
     if not is_checkpoint(ckpt):
         from uehead.training import train
 
@@ -66,7 +91,7 @@ def main() -> int:
         print(f"(already trained: {ckpt})")
     times["train"] = time.perf_counter() - t
 
-    t = step("2/5 export: fp32 and int8 bundles, validated against PyTorch")
+    t = step("2/6 export: fp32 and int8 bundles, validated against PyTorch")
     from uehead.export import export_bundle
 
     if not (fp32 / "manifest.json").is_file():
@@ -75,18 +100,27 @@ def main() -> int:
         export_bundle(ckpt, int8, int8=True, data="rotten_tomatoes")
     times["export"] = time.perf_counter() - t
 
-    t = step("3/5 verify (torch-free): checksums + golden outputs")
+    t = step("3/6 verify (torch-free): checksums + golden outputs")
     for bundle in (fp32, int8):
         uehead("verify", str(bundle))
     times["verify"] = time.perf_counter() - t
 
-    t = step("4/5 predict + evaluate on the test split through the torch-free runtime")
+    t = step("4/6 predict + evaluate on the test split through the torch-free runtime")
     for bundle in (fp32, int8):
         uehead("evaluate", str(bundle), "--data", "rotten_tomatoes", "--split", "test",
                "--json", str(out / f"eval-{bundle.name}.json"))
     times["evaluate"] = time.perf_counter() - t
 
-    t = step("5/5 per-batch CPU overhead of the uncertainty head (torch-free)")
+    t = step("5/6 calibrate on the validation split (torch-free), evaluate the calibrated bundle on test")
+    calibrated = out / "bundle-fp32-calibrated"
+    if not (calibrated / "manifest.json").is_file():
+        uehead("calibrate", str(fp32), "--data", "rotten_tomatoes", "--split", "valid", "--out", str(calibrated),
+               "--risk", "0.05,0.1", "--delta", "0.1", "--coverage", "0.9,0.95")
+    uehead("evaluate", str(calibrated), "--data", "rotten_tomatoes", "--split", "test",
+           "--json", str(out / "eval-bundle-fp32-calibrated.json"))
+    times["calibrate"] = time.perf_counter() - t
+
+    t = step("6/6 per-batch CPU overhead of the uncertainty head (torch-free)")
     overhead_json = out / "overhead.json"
     subprocess.run([sys.executable, "-c", (
         "import json, sys; from uehead.bench import head_overhead_report; "
@@ -103,6 +137,7 @@ def main() -> int:
         ev = json.loads((out / f"eval-{name}.json").read_text())
         print(f"[{name}] accuracy {ev['accuracy']:.4f}; ROC-AUC x100 (higher = better): " + ", ".join(
             f"{k} {100 * v['roc_auc']:.1f}" for k, v in ev["metrics"].items()))
+    print_decisions(calibrated, out / "eval-bundle-fp32-calibrated.json")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {total:.0f}")
     return 0
 

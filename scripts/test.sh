@@ -28,5 +28,5 @@ print('torch-free import: ok')" )
 # `python -m pytest`, which puts the source tree first on sys.path) makes `uehead` resolve to site-packages.
 # PYTHONSAFEPATH=1 keeps the tests' own `python -c` / `python -m` subprocesses from doing the same.
 PYTHONSAFEPATH=1 .venv-runtime/bin/pytest -q -p no:cacheprovider --import-mode=importlib \
-  tests/runtime tests/test_bundle.py tests/test_datasets.py tests/test_metrics.py tests/test_evaluate.py \
-  tests/test_bench.py
+  tests/runtime tests/calibration tests/test_bundle.py tests/test_checkpoint.py tests/test_datasets.py \
+  tests/test_metrics.py tests/test_evaluate.py tests/test_scores.py tests/test_bench.py

@@ -4,8 +4,9 @@ Steps: read the checkpoint (:mod:`uehead.checkpoint`); write tokenizer.json and 
 runtime's tokenizer of it tokenises like the checkpoint's Hugging Face tokenizer; export
 backbone.onnx and head.onnx; validate them against PyTorch on the runtime's token ids, sessions
 and score kernels (typed error above tolerance); optionally quantise the backbone to int8 and measure what that costs;
-write golden.json, baselines.npz and the manifest; re-check the bundle with the runtime's
-``verify``. Everything is written into a temporary sibling folder that is renamed into place
+write golden.json, baselines.npz, scores.onnx (the scores as a standard-ONNX graph for apps outside
+Python, checked against the numpy reference) and the manifest; re-check the bundle with the
+runtime's ``verify``. Everything is written into a temporary sibling folder that is renamed into place
 only at the end, so a failed export never leaves a bundle that looks complete.
 """
 from __future__ import annotations
@@ -106,6 +107,7 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         cases = validate.validation_cases(tok, real_texts or validate.SAMPLE_TEXTS)
         reports: dict[str, Any] = {"validation": validate.validate_graphs(ref, fp32, cases, heads, where=fp32_path)}
         reports["validation"]["tokenizer"] = tokenizer_report
+        score_inputs = [fp32(b) for b in cases.values()]  # head outputs that scores.onnx is validated on
         golden_texts = list(validate.SAMPLE_TEXTS)
         if int8:
             reports["int8"], golden = _quantize_and_measure(fp32, out, tok, cases, golden_texts, heads, dataset)
@@ -127,7 +129,7 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         backbone_parameters=backbone.num_parameters, head_parameters=head.num_parameters,
         default_head=default_kind, baselines=writer.copy_baselines(ckpt, out),
         golden=writer.write_golden(out, golden), reports=reports)
-    return writer.finish(out, manifest)
+    return writer.finish(out, writer.add_scores_graph(out, manifest, score_inputs))
 
 
 def _quantize_and_measure(fp32, out: Path, tok, cases, golden_texts, heads, dataset):

@@ -1,11 +1,13 @@
-"""Bundle assembly: the manifest, golden.json, baselines.npz and the writer's versions.
+"""Bundle assembly: the manifest, golden.json, baselines.npz, scores.onnx and the writer's versions.
 
 File names, baseline keys and the golden.json schema are :mod:`uehead.bundle`'s; checksums are
 filled by :func:`uehead.bundle.write_manifest` from the files on disk.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,6 +18,7 @@ from uehead.bundle import (
     BASELINES_FILE,
     GOLDEN_FILE,
     HEAD_FILE,
+    SCORES_FILE,
     BackboneSpec,
     FileSpec,
     HeadSpec,
@@ -27,8 +30,11 @@ from uehead.bundle import (
 )
 from uehead.checkpoint import Checkpoint, CheckpointError, read_md
 from uehead.golden import golden_payload
+from uehead import scores_graph
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
 from uehead.scores import TASK_SCORES, head_kinds
+
+log = logging.getLogger(__name__)
 
 _VERSIONED = ("uehead", "torch", "transformers", "onnx", "onnxruntime", "optimum", "optimum-onnx", "tokenizers",
               "numpy")
@@ -105,6 +111,24 @@ def training_summary(ckpt: Checkpoint) -> dict[str, Any]:
     keys = ("model", "data", "architecture", "pooling", "max_length", "seed", "epochs", "accuracy",
             "roc_auc_test", "merge_max_abs_diff", "uehead_version")
     return {k: ckpt.training[k] for k in keys if k in ckpt.training}
+
+
+def add_scores_graph(out_dir: Path, manifest: Manifest, outputs: Sequence[Mapping[str, Any]]) -> Manifest:
+    """Write scores.onnx for the manifest's heads and validate it on ``outputs`` (head.onnx outputs,
+    e.g. of the validation cases); return the manifest with its entry and the report in
+    ``reports["validation"]["scores_graph"]``. A head kind without an ONNX graph builder leaves the
+    bundle without scores.onnx (a warning; the report says why)."""
+    reports = dict(manifest.reports)
+    validation = dict(reports.get("validation") or {})
+    try:
+        spec = scores_graph.write_scores_graph(out_dir, manifest.head)
+    except scores_graph.MissingGraphBuilderError as exc:
+        log.warning("no %s in this bundle: %s", SCORES_FILE, exc)
+        reports["validation"] = {**validation, "scores_graph": {"skipped": str(exc)}}
+        return dataclasses.replace(manifest, reports=reports)
+    report = scores_graph.validate_scores_graph(out_dir / SCORES_FILE, manifest.head, outputs)
+    reports["validation"] = {**validation, "scores_graph": report}
+    return dataclasses.replace(manifest, scores=spec, reports=reports)
 
 
 def finish(out_dir: Path, manifest: Manifest) -> Manifest:

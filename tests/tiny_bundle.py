@@ -16,6 +16,7 @@ that drifts from the graph fails ``verify``, and tests may use it as an independ
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,13 +138,15 @@ def reference_outputs(texts, w: TinyWeights, tokenizer, max_length: int, lam: fl
 
 
 def make_tiny_bundle(out_dir, *, heads=("adue", "alien"), default_kind: str = "adue", num_classes: int = 2,
-                     with_baselines: bool = True, with_golden: bool = True, seed: int = 0,
+                     with_baselines: bool = True, with_golden: bool = True, with_scores: bool = True, seed: int = 0,
                      hidden: int = 16, max_length: int = 16, l2_normalize: bool = False,
                      head_input_size: int | None = None, golden_tolerance: float = 1e-4) -> Path:
     """Write a complete bundle folder and return its path.
 
     ``head_input_size`` (default ``hidden``) lets a test build a head that does not fit the
-    backbone; the manifest then still claims ``feature_size = hidden``.
+    backbone; the manifest then still claims ``feature_size = hidden``. ``with_scores`` writes
+    scores.onnx through :mod:`uehead.scores_graph` (as an export does, not for a head kind
+    without a graph builder).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,8 +196,20 @@ def make_tiny_bundle(out_dir, *, heads=("adue", "alien"), default_kind: str = "a
         baselines=baselines,
         golden=golden,
     )
+    builder = scores_graph_module() if with_scores else None
+    if builder is not None and all(h.kind in builder.graph_builders() for h in manifest.head.heads):
+        manifest = dataclasses.replace(manifest, scores=builder.write_scores_graph(out, manifest.head))
     write_manifest(out, manifest)
     return out
+
+
+def scores_graph_module():
+    """:mod:`uehead.scores_graph`, or None without ``onnx`` (it needs onnx, not torch)."""
+    try:
+        from uehead import scores_graph
+    except ImportError:
+        return None
+    return scores_graph
 
 
 def tiny_bundle_weights(seed: int = 0, *, heads=("adue", "alien"), num_classes: int = 2, hidden: int = 16) -> TinyWeights:

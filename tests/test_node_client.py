@@ -118,8 +118,16 @@ def _exported(tmp_path_factory, name):
     return root / name
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny_3class_left", "bert_fp32", "bert_int8", "llama_fp32"])
+#: Extra real bundles to compare (e.g. the main job's), separated by os.pathsep:
+#: ``UEHEAD_NODE_BUNDLES=artifacts/bundle-fp32:artifacts/bundle-int8 pytest tests/test_node_client.py``.
+EXTRA_BUNDLES = [p for p in os.environ.get("UEHEAD_NODE_BUNDLES", "").split(os.pathsep) if p]
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny_3class_left", "bert_fp32", "bert_int8", "llama_fp32",
+                                        *EXTRA_BUNDLES])
 def bundle(request, tmp_path_factory):
+    if request.param in EXTRA_BUNDLES:
+        return Path(request.param)
     make = _tiny if request.param.startswith("tiny") else _exported
     return make(tmp_path_factory, request.param)
 

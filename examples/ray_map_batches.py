@@ -5,7 +5,9 @@
 Each worker is a Ray actor that loads the bundle once (by path: the bundle must sit at the same
 path on every node) and runs ONNX Runtime with ``--threads`` intra-op threads, the CPUs it reserves.
 The output is a folder of Parquet files (Ray writes one per block) with the input's columns plus
-label, label_id, probs, uncertainty, softmax_response, entropy and error. Unlike
+the prediction columns of ``uehead predict`` for the same bundle (label, label_id, probs,
+uncertainty, softmax_response, entropy, a column per score, p_error / accept / prediction_set on a
+calibrated bundle, error). Unlike
 ``uehead predict --engine ray``, rows are not kept in file order across output files: carry an id
 column. Tested by tests/runtime/test_ray_data.py.
 """
@@ -19,11 +21,11 @@ def run(bundle: str, input_dir: str, output_dir: str, *, workers: int = 1, threa
         text_column: str = "text", batch_size: int = 256) -> None:
     import ray
 
-    from uehead.runtime.batch_schema import PREDICTION_COLUMNS
+    from uehead.runtime.batch_schema import columns_for_bundle
     from uehead.runtime.ray_data import BundlePredictor
 
     ds = ray.data.read_parquet(input_dir)
-    taken = [c for c in PREDICTION_COLUMNS if c in ds.columns()]
+    taken = [c for c in columns_for_bundle(bundle).names if c in ds.columns()]
     if taken:  # a labelled file: keep the gold columns under other names
         ds = ds.rename_columns({c: f"gold_{c}" for c in taken})
     ds = ds.map_batches(
@@ -43,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input_dir")
     p.add_argument("output_dir")
     p.add_argument("--address", default=None, help="auto | ray://HOST:10001 (default: a new local instance)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--workers", type=int, default=1, help="actors, one model copy each (default: 1)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads and CPUs per actor (default: 1)")
+    p.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
     a = p.parse_args(argv)
 
     import ray

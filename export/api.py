@@ -7,7 +7,8 @@ and score kernels (typed error above tolerance); optionally quantise the backbon
 write golden.json, baselines.npz, scores.onnx (the scores as a standard-ONNX graph for apps outside
 Python, checked against the numpy reference) and the manifest; re-check the bundle with the
 runtime's ``verify``. Everything is written into a temporary sibling folder that is renamed into place
-only at the end, so a failed export never leaves a bundle that looks complete.
+only at the end, so a failed export never leaves a bundle that looks complete. A token-classification
+checkpoint takes the same steps per word (:mod:`uehead.export.token_export`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from uehead.export import graphs, quantize, validate, writer
 from uehead.export.errors import ExportError
 from uehead.export.hf import load_model, load_tokenizer
 from uehead.export.tokenization import check_tokenizer_agreement, tokenizer_spec, write_tokenizer
+from uehead.steps import StepLines
+from uehead.token_task import is_token_task
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ TOKENIZER_CHECK_ROWS = 256
 
 
 def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, int8: bool = False, opset: int = 17,
-                  data: str | os.PathLike | None = None, default_head: str | None = None) -> Manifest:
+                  data: str | os.PathLike | None = None, default_head: str | None = None,
+                  progress: bool = True) -> Manifest:
     """Export ``checkpoint`` (the folder ``uehead train`` writes) to the bundle folder ``bundle``.
 
     Args:
@@ -48,6 +52,8 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
             deltas are measured on its test split; its test texts also join the tokenizer check.
         default_head: which score fills ``Predictions.uncertainty`` (a head kind of the checkpoint
             or "sr"); default: the first head kind it has in registry order (adue, alien, ...), else "sr".
+        progress: print one line per step on stderr (graph export, validation, int8, golden outputs,
+            manifest, the runtime's check) and the total time.
     Returns:
         The manifest as written (checksums filled).
     Raises:
@@ -58,6 +64,7 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
     """
     started = time.perf_counter()
     ckpt = read_checkpoint(checkpoint)
+    steps = StepLines("uehead export", 2 if is_token_task(ckpt) else 7 if int8 else 6, enabled=progress)
     default_kind = writer.choose_default_head(tuple(ckpt.heads), default_head)
     dest = Path(bundle)
     _check_destination(dest)
@@ -65,26 +72,36 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
     dataset = None
     if data is not None:
         from uehead.datasets import load_dataset
+        from uehead.token_datasets import load_token_dataset
 
-        dataset = load_dataset(data, splits=("test",))
+        dataset = (load_token_dataset if is_token_task(ckpt) else load_dataset)(data, splits=("test",))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     _umask = os.umask(0)
     os.umask(_umask)
     tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; a bundle folder is an ordinary folder
     try:
         manifest = _export_into(ckpt, tmp, int8=int8, opset=opset, dataset=dataset, default_kind=default_kind,
-                                started=started)
+                                started=started, steps=steps)
+        steps.start("checking the bundle with the runtime (uehead verify)")
         _verify_with_runtime(tmp)
         _move_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    steps.done(f"wrote {dest}")
     log.info("exported %s -> %s in %.1fs", ckpt.root, dest, time.perf_counter() - started)
     return manifest
 
 
 def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,
-                 started: float) -> Manifest:
+                 started: float, steps: StepLines) -> Manifest:
+    if is_token_task(ckpt):
+        steps.start("token-classification export: graphs, validation, golden outputs")
+        from uehead.export.token_export import export_token_into
+
+        return export_token_into(ckpt, out, int8=int8, opset=opset, dataset=dataset, default_kind=default_kind,
+                                 started=started)
+    steps.start(f"loading {ckpt.root} and checking tokenizer.json against the Hugging Face tokenizer")
     model, hf_tok = load_model(ckpt), load_tokenizer(ckpt)
     names = graphs.backbone_input_names(model, hf_tok, ckpt.architecture)
     spec = tokenizer_spec(max_length=ckpt.max_length, pad_token_id=hf_tok.pad_token_id, input_names=names)
@@ -97,11 +114,13 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fp32-") as scratch:
         fp32_path = (Path(scratch) if int8 else out) / BACKBONE_FILE
+        steps.start(f"graph export: backbone and head (opset {opset})")
         backbone = graphs.export_backbone(model, ckpt.architecture, names, fp32_path, opset=opset)
         task = graphs.task_classifier(model, ckpt.architecture)
         head_modules = {k: graphs.head_module(h) for k, h in ckpt.heads.items()}
         head = graphs.export_head(task, head_modules, model.config.hidden_size, out / HEAD_FILE, opset=opset)
 
+        steps.start("validation: ONNX Runtime vs PyTorch")
         ref = validate.TorchReference.from_checkpoint(ckpt, model)
         fp32 = validate.OnnxPipeline(fp32_path, out / HEAD_FILE)
         cases = validate.validation_cases(tok, real_texts or validate.SAMPLE_TEXTS)
@@ -110,11 +129,16 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         score_inputs = [fp32(b) for b in cases.values()]  # head outputs that scores.onnx is validated on
         golden_texts = list(validate.SAMPLE_TEXTS)
         if int8:
+            steps.start("int8: quantising the backbone, measuring it against fp32"
+                        + (f" on {len(dataset['test'].texts)} {dataset.name} test rows" if dataset is not None else ""))
             reports["int8"], golden = _quantize_and_measure(fp32, out, tok, cases, golden_texts, heads, dataset)
+            steps.start("golden outputs (from the int8 graphs)")
         else:
+            steps.start("golden outputs (from PyTorch)")
             golden = writer.golden_from_scores(golden_texts, validate.scores(ref(tok(golden_texts)), heads), heads,
                                                source="pytorch", tolerance=validate.DEFAULT_TOLERANCE)
 
+    steps.start("manifest, baselines and scores.onnx")
     uncertainty_params = head.num_parameters - sum(p.numel() for p in task.parameters())
     reports["parameters"] = {
         "backbone": backbone.num_parameters, "head_graph": head.num_parameters,

@@ -5,6 +5,8 @@
   computed inside the graph as METHOD.md defines it: BERT-family = pooled output, RoBERTa-style =
   first-token hidden state, LLaMA-family = hidden state of the last non-pad token (right padding,
   found from ``attention_mask``). Batch and sequence axes are dynamic.
+  Token classification (:class:`TokenFeatures`): every position's last hidden state,
+  float32 [batch, sequence, hidden]; the runtime gathers each word's first sub-token.
 * ``head.onnx``: ``features`` -> ``task_logits`` (the merged model's own classifier, so predictions
   never change) plus ``<kind>_logits`` for each trained uncertainty head; when all of them are
   linear layers, one Gemm on the concatenated weights followed by a Split.
@@ -69,6 +71,20 @@ class BackboneFeatures(nn.Module):
         last = (inputs["attention_mask"].sum(dim=1) - 1).clamp(min=0)
         index = last.view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
         return torch.gather(hidden, 1, index)[:, 0]
+
+
+class TokenFeatures(BackboneFeatures):
+    """Token tensors -> every position's last hidden state [B, T, H]. Wraps the base model of a
+    ``*ForTokenClassification`` (its classifier runs in head.onnx on the gathered positions)."""
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        inputs = dict(zip(self.input_names, tensors))
+        if self.architecture == "llama":
+            # Right padding + causal attention: real positions never see pads (see BackboneFeatures).
+            # Zeroing the pad positions keeps attention_mask an input of the graph (it is otherwise unused).
+            hidden = self.base(input_ids=inputs["input_ids"], use_cache=False).last_hidden_state
+            return hidden * inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return self.base(**inputs).last_hidden_state
 
 
 class HeadLogits(nn.Module):
@@ -214,18 +230,20 @@ def _set_output_shape(path: Path, name: str, dims: tuple) -> None:
 
 
 def export_backbone(model: nn.Module, architecture: str, input_names: tuple[str, ...], path: str | Path,
-                    *, opset: int = 17) -> GraphInfo:
-    """Write backbone.onnx: ``input_names`` (int64 [batch, sequence]) -> ``features``."""
+                    *, opset: int = 17, per_token: bool = False) -> GraphInfo:
+    """Write backbone.onnx: ``input_names`` (int64 [batch, sequence]) -> ``features`` ([batch, hidden],
+    or [batch, sequence, hidden] with ``per_token``: :class:`TokenFeatures`)."""
     path = Path(path)
-    wrapper = BackboneFeatures(model, architecture, input_names).eval()
+    wrapper = (TokenFeatures if per_token else BackboneFeatures)(model, architecture, input_names).eval()
     ids = torch.full((2, 5), 5, dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
     example = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     args = tuple(example[n] for n in input_names)
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
-    axes[FEATURES] = {0: "batch"}
+    axes[FEATURES] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     _export(wrapper, args, path, input_names, (FEATURES,), axes, opset)
-    _set_output_shape(path, FEATURES, ("batch", int(model.config.hidden_size)))
+    dims = ("batch", "sequence") if per_token else ("batch",)
+    _set_output_shape(path, FEATURES, (*dims, int(model.config.hidden_size)))
     return GraphInfo(path, tuple(input_names), (FEATURES,), sum(p.numel() for p in wrapper.parameters()))
 
 

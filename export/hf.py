@@ -3,14 +3,18 @@ fast tokenizer. The checkpoint itself is read and checked torch-free by :mod:`ue
 from __future__ import annotations
 
 from uehead.checkpoint import Checkpoint, CheckpointError
+from uehead.token_task import is_token_task
 
 
 def load_model(ckpt: Checkpoint):
-    """The merged classifier of CKPT/model in float32, eval mode (dropout off)."""
-    from transformers import AutoModelForSequenceClassification
+    """The merged classifier of CKPT/model in float32, eval mode (dropout off): the
+    ``*ForTokenClassification`` model of a token-classification checkpoint, else the
+    ``*ForSequenceClassification`` one."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    auto = AutoModelForTokenClassification if is_token_task(ckpt) else AutoModelForSequenceClassification
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(ckpt.model_dir, dtype="float32")
+        model = auto.from_pretrained(ckpt.model_dir, dtype="float32")
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the merged model ({exc}).", path=ckpt.model_dir,
                               fix="re-run `uehead train`; CKPT/model must be a save_pretrained folder.") from exc

@@ -29,10 +29,10 @@ from uehead.bundle import (
     write_manifest,
 )
 from uehead.checkpoint import Checkpoint, CheckpointError, read_md
-from uehead.golden import golden_payload
+from uehead.golden import golden_payload, read_golden
 from uehead import scores_graph
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
-from uehead.scores import TASK_SCORES, head_kinds
+from uehead.scores import DISTANCE_SCORES, TASK_SCORES, head_kinds
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ def build_manifest(ckpt: Checkpoint, *, tokenizer: TokenizerSpec, feature_size: 
         tokenizer=tokenizer,
         backbone=BackboneSpec(file=BACKBONE_FILE, sha256="", input_names=input_names, output_name=FEATURES,
                               feature_size=int(feature_size), architecture=ckpt.architecture, pooling=ckpt.pooling,
-                              precision=precision, num_parameters=int(backbone_parameters)),
+                              precision=precision, num_parameters=int(backbone_parameters),
+                              max_positions=backbone_positions(ckpt)),
         head=HeadSpec(file=HEAD_FILE, sha256="", input_name=FEATURES, task_logits_name=TASK_LOGITS,
                       num_classes=len(ckpt.label_names), heads=heads, default_kind=default_head,
                       num_parameters=int(head_parameters)),
@@ -104,6 +105,21 @@ def build_manifest(ckpt: Checkpoint, *, tokenizer: TokenizerSpec, feature_size: 
         golden=golden,
         reports=dict(reports),
     )
+
+
+def backbone_positions(ckpt: Checkpoint) -> int:
+    """Longest token sequence the backbone has position embeddings for (0 = not known): the model
+    config's ``max_position_embeddings``, less RoBERTa's offset (its positions start after the pad id)."""
+    try:
+        config = json.loads((ckpt.model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    n = config.get("max_position_embeddings")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return 0
+    if ckpt.architecture == "roberta":
+        n -= int(config.get("pad_token_id") or 0) + 1
+    return max(n, 0)
 
 
 def training_summary(ckpt: Checkpoint) -> dict[str, Any]:
@@ -132,6 +148,30 @@ def add_scores_graph(out_dir: Path, manifest: Manifest, outputs: Sequence[Mappin
 
 
 def finish(out_dir: Path, manifest: Manifest) -> Manifest:
-    """Fill checksums and write manifest.json; return the manifest as written."""
+    """Fill checksums and write manifest.json, after completing golden.json (:func:`complete_golden`);
+    return the manifest as written."""
     write_manifest(out_dir, manifest)
+    if manifest.golden is not None:
+        complete_golden(out_dir)
+        write_manifest(out_dir, read_manifest(out_dir))  # golden.json's checksum changed
     return read_manifest(out_dir)
+
+
+def complete_golden(out_dir: Path) -> None:
+    """Add what only the assembled bundle knows to golden.json: the label name of each golden label
+    id and, when the bundle has baselines, the md/rmd scores of the golden texts (computed by the
+    runtime from the exported backbone's features, one text per call like the other outputs)."""
+    from uehead.runtime import load
+    from uehead.runtime.token_model import golden_predictions
+
+    model = load(out_dir, threads=1, warmup=False)
+    golden = read_golden(out_dir / GOLDEN_FILE)
+    scores = {"sr": golden["softmax_response"], "entropy": golden["entropy"], **golden["heads"], **golden["distances"]}
+    if model.baselines is not None and not golden["distances"]:
+        preds = golden_predictions(model, golden, distances=True)
+        scores.update({k: preds.scores[k] for k in DISTANCE_SCORES})
+    payload = golden_payload(golden["texts"], golden["label_ids"], golden["probs"], scores, source=golden["source"],
+                             tolerance=golden["tolerance"], label_names=model.labels)
+    if golden.get("sentences") is not None:  # token classification: the rows are these sentences' words
+        payload["sentences"] = golden["sentences"]
+    write_golden(out_dir, payload)

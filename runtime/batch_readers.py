@@ -1,25 +1,30 @@
 """Chunked readers of batch-job inputs: JSON Lines, CSV and Parquet, streamed ``chunk_rows`` rows at a time.
 
-:func:`read_chunks` yields :class:`Chunk` s: the raw text values, the raw id values, and where to
-re-enter the file after the chunk (so a resumed job restarts at the next row). The rules every
-engine shares live here: blank lines are not rows; a CSV's empty cell is a missing text; a missing
-column, malformed line or unreadable file raises :class:`~uehead.errors.DataError` naming the
-file, the line and the fix. pyarrow is imported only for Parquet.
+:func:`read_chunks` yields :class:`Chunk` s: the raw values of the text column, of the id column and
+of any input columns the job passes through, for consecutive data rows. The rules every engine
+shares live here: blank lines are not rows; a CSV's empty text cell is a missing text; CSV quoting
+is read strictly (a quote left open is an error, not a cell swallowing the following lines); a
+missing column, malformed line or unreadable file raises :class:`~uehead.errors.DataError` naming
+the file, the line and the fix. pyarrow is imported only for Parquet.
+
+Which columns a file has (:func:`input_columns`): a CSV's header, a Parquet file's schema, the keys
+of a JSON Lines file's first object.
 """
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from uehead.errors import DataError
 from uehead.runtime.batch_formats import pyarrow_modules
 
-__all__ = ["Chunk", "read_chunks", "row_count_estimate", "id_arrow_type", "EXACT_COUNT_MAX_BYTES"]
+__all__ = ["Chunk", "read_chunks", "input_columns", "row_count_estimate", "arrow_types", "EXACT_COUNT_MAX_BYTES"]
 
 EXACT_COUNT_MAX_BYTES = 256 << 20   # count lines exactly up to this size, else extrapolate from a sample
+_CSV_FIX = "Check the quoting of the record starting on that line: a field that opens with a quote must end with one."
 
 
 @dataclass(frozen=True)
@@ -28,147 +33,188 @@ class Chunk:
 
     texts: list             # raw values of the text column (None where absent)
     ids: list | None        # raw values of the id column, None when there is no id column
-    position: dict | None   # where to re-enter the file after this chunk (JSONL: byte offset + line)
+    extra: dict[str, list] = field(default_factory=dict)  # passed-through columns by input name
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def split(self, k: int) -> tuple["Chunk", "Chunk"]:
+        """(the first ``k`` rows, the rest)."""
+        def part(sl):
+            return Chunk(self.texts[sl], None if self.ids is None else self.ids[sl],
+                         {c: v[sl] for c, v in self.extra.items()})
+        return part(slice(None, k)), part(slice(k, None))
+
+    def rows(self) -> Iterator[tuple]:
+        """Each row's values: (text, id, *passed-through columns)."""
+        ids = self.ids if self.ids is not None else [None] * len(self.texts)
+        return zip(self.texts, ids, *self.extra.values())
 
 
-def _missing_column(path: Path, what: str, name: str, columns: list[str]) -> DataError:
-    flag = "--text-column NAME" if what == "text" else "--id-column NAME (or leave it out to use row numbers)"
-    shown = ", ".join(repr(c) for c in columns[:20]) + (" ..." if len(columns) > 20 else "")
+def _missing_column(path: Path, what: str, name: str, columns: Sequence[str]) -> DataError:
+    flag = {"text": "--text-column NAME", "id": "--id-column NAME (or leave it out to use row numbers)",
+            "kept": "only columns the input has to --keep-columns"}[what]
+    shown = ", ".join(repr(c) for c in list(columns)[:20]) + (" ..." if len(columns) > 20 else "")
     return DataError(f"{path}: no {what} column {name!r}; the columns are {shown or '(none)'}. Pass {flag}.")
 
 
+def _check_present(path: Path, present, columns: Sequence[str], text_column: str, id_column: str | None,
+                   keep: Sequence[str]) -> None:
+    if text_column not in present:
+        raise _missing_column(path, "text", text_column, columns)
+    if id_column is not None and id_column not in present:
+        raise _missing_column(path, "id", id_column, columns)
+    for c in keep:
+        if c not in present:
+            raise _missing_column(path, "kept", c, columns)
+
+
 def read_chunks(path: Path, fmt: str, *, text_column: str, id_column: str | None, chunk_rows: int,
-                start_row: int = 0, position: dict | None = None) -> Iterator[Chunk]:
-    """Chunks of the file's data rows from ``start_row`` on (JSONL re-enters at ``position`` instead)."""
+                keep_columns: Sequence[str] = ()) -> Iterator[Chunk]:
+    """Chunks of the file's data rows, from the first; ``keep_columns`` fill :attr:`Chunk.extra`."""
+    keep = tuple(keep_columns)
     if fmt == "jsonl":
-        return _read_jsonl(path, text_column, id_column, chunk_rows, position or {"offset": 0, "line": 0})
+        return _read_jsonl(path, text_column, id_column, keep, chunk_rows)
     if fmt == "csv":
-        return _read_csv(path, text_column, id_column, chunk_rows, start_row)
-    return _read_parquet(path, text_column, id_column, chunk_rows, start_row)
+        return _read_csv(path, text_column, id_column, keep, chunk_rows)
+    return _read_parquet(path, text_column, id_column, keep, chunk_rows)
 
 
-def _read_jsonl(path, text_column, id_column, chunk_rows, position) -> Iterator[Chunk]:
-    offset, line_no = int(position["offset"]), int(position["line"])
-    check = offset == 0  # check the columns on the first chunk of a fresh run
-    texts: list = []
-    ids: list = []
-    seen_text = seen_id = False
+def _json_object(path: Path, raw: bytes, line_no: int) -> dict:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too deeply nested
+        raise DataError(f"{path}, line {line_no}: not valid JSON ({exc}). Each line must hold one JSON "
+                        "object; fix or delete that line, then run again.") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}, line {line_no}: expected a JSON object ({{...}}), got a "
+                        f"{type(obj).__name__}. Each line must hold one JSON object.")
+    return obj
+
+
+def _read_jsonl(path, text_column, id_column, keep, chunk_rows) -> Iterator[Chunk]:
+    wanted = {text_column, *keep} | ({id_column} if id_column is not None else set())
+    seen: set | None = set()  # columns met in the first chunk (then None: checked)
     first_keys: list[str] = []
+    texts, ids, extra = [], [], {c: [] for c in keep}
+
+    def chunk() -> Chunk:
+        nonlocal seen
+        if seen is not None:
+            _check_present(path, seen, first_keys, text_column, id_column, keep)
+            seen = None
+        return Chunk(texts, ids if id_column is not None else None, extra)
+
     with open(path, "rb") as f:
-        f.seek(offset)
-        for raw in f:
-            offset += len(raw)
-            line_no += 1
+        for line_no, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({exc}). Each line must hold one JSON "
-                                "object; fix or delete that line, then run again.") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}, line {line_no}: expected a JSON object ({{...}}), got a "
-                                f"{type(obj).__name__}. Each line must hold one JSON object.")
-            if check:
+            obj = _json_object(path, raw, line_no)
+            if seen is not None:
                 first_keys = first_keys or list(obj)
-                seen_text = seen_text or text_column in obj
-                seen_id = seen_id or (id_column is not None and id_column in obj)
+                seen.update(wanted.intersection(obj))
             texts.append(obj.get(text_column))
             if id_column is not None:
                 ids.append(obj.get(id_column))
+            for c in keep:
+                extra[c].append(obj.get(c))
             if len(texts) >= chunk_rows:
-                if check:
-                    _check_seen(path, text_column, id_column, seen_text, seen_id, first_keys)
-                    check = False
-                yield Chunk(texts, ids if id_column is not None else None, {"offset": offset, "line": line_no})
-                texts, ids = [], []
+                yield chunk()
+                texts, ids, extra = [], [], {c: [] for c in keep}
     if texts:
-        if check:
-            _check_seen(path, text_column, id_column, seen_text, seen_id, first_keys)
-        yield Chunk(texts, ids if id_column is not None else None, {"offset": offset, "line": line_no})
+        yield chunk()
 
 
-def _check_seen(path, text_column, id_column, seen_text, seen_id, keys) -> None:
-    if not seen_text:
-        raise _missing_column(path, "text", text_column, keys)
-    if id_column is not None and not seen_id:
-        raise _missing_column(path, "id", id_column, keys)
-
-
-def _read_csv(path, text_column, id_column, chunk_rows, start_row) -> Iterator[Chunk]:
+def _csv_records(path: Path):
+    """(line where the record starts, record) of each non-blank CSV record, header first."""
     # Texts can be huge (the runtime truncates them); lift the csv module's 128 KiB cell cap.
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, strict=True)
+        start = 1
         try:
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: empty file; a CSV input needs a header row naming its columns.")
-            if text_column not in header:
-                raise _missing_column(path, "text", text_column, header)
-            if id_column is not None and id_column not in header:
-                raise _missing_column(path, "id", id_column, header)
-            ti = header.index(text_column)
-            ii = header.index(id_column) if id_column is not None else -1
-            texts: list = []
-            ids: list = []
-            row = 0
             for rec in reader:
-                if not rec:  # blank line
-                    continue
-                row += 1
-                if row <= start_row:
-                    continue
-                text = rec[ti] if ti < len(rec) else None
-                texts.append(text if text != "" else None)  # CSV cannot tell null from "": empty = missing
-                if ii >= 0:
-                    ids.append(rec[ii] if ii < len(rec) else None)
-                if len(texts) >= chunk_rows:
-                    yield Chunk(texts, ids if ii >= 0 else None, None)
-                    texts, ids = [], []
+                if rec:  # a blank line is not a record
+                    yield start, rec
+                start = reader.line_num + 1
         except csv.Error as exc:
-            raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({exc}). Check the quoting "
-                            "around that line.") from None
+            raise DataError(f"{path}, line {start}: malformed CSV ({exc}). {_CSV_FIX}") from None
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc}). Re-save the file as UTF-8.") from None
+            raise DataError(f"{path}, line {start}: not UTF-8 text ({exc}). Re-save the file as UTF-8.") from None
+
+
+def _read_csv(path, text_column, id_column, keep, chunk_rows) -> Iterator[Chunk]:
+    records = _csv_records(path)
+    try:
+        _, header = next(records)
+    except StopIteration:
+        raise DataError(f"{path}: empty file; a CSV input needs a header row naming its columns.") from None
+    _check_present(path, header, header, text_column, id_column, keep)
+    ti = header.index(text_column)
+    ii = header.index(id_column) if id_column is not None else -1
+    ki = [header.index(c) for c in keep]
+    texts, ids, extra = [], [], {c: [] for c in keep}
+    for _, rec in records:
+        n = len(rec)
+        text = rec[ti] if ti < n else None
+        texts.append(text if text != "" else None)  # CSV cannot tell null from "": empty = missing
+        if ii >= 0:
+            ids.append(rec[ii] if ii < n else None)
+        for c, i in zip(keep, ki):
+            extra[c].append(rec[i] if i < n else None)
+        if len(texts) >= chunk_rows:
+            yield Chunk(texts, ids if ii >= 0 else None, extra)
+            texts, ids, extra = [], [], {c: [] for c in keep}
     if texts:
-        yield Chunk(texts, ids if ii >= 0 else None, None)
+        yield Chunk(texts, ids if ii >= 0 else None, extra)
 
 
 def _open_parquet(path: Path):
     pa, pq = pyarrow_modules()
     try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc}). Check the file or its suffix.") from None
+        pf = pq.ParquetFile(path)
+        pf.schema_arrow  # noqa: B018  (decoded lazily: a corrupt schema fails here, not mid-job)
+        return pf
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: column names not UTF-8
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}). Check the file or "
+                        "its suffix.") from None
 
 
-def _read_parquet(path, text_column, id_column, chunk_rows, start_row) -> Iterator[Chunk]:
+def _read_parquet(path, text_column, id_column, keep, chunk_rows) -> Iterator[Chunk]:
+    pa, _ = pyarrow_modules()
     pf = _open_parquet(path)
     names = pf.schema_arrow.names
-    if text_column not in names:
-        raise _missing_column(path, "text", text_column, names)
-    if id_column is not None and id_column not in names:
-        raise _missing_column(path, "id", id_column, names)
-    columns = [text_column] + ([id_column] if id_column not in (None, text_column) else [])
-    md = pf.metadata
-    group, before = 0, 0
-    while group < md.num_row_groups and before + md.row_group(group).num_rows <= start_row:
-        before += md.row_group(group).num_rows
-        group += 1
-    if group >= md.num_row_groups:
-        return
-    skip = start_row - before
-    for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=list(range(group, md.num_row_groups)),
-                                 columns=columns):
-        if skip:
-            if skip >= batch.num_rows:
-                skip -= batch.num_rows
-                continue
-            batch, skip = batch.slice(skip), 0
-        texts = batch.column(text_column).to_pylist()
-        ids = batch.column(id_column).to_pylist() if id_column is not None else None
-        yield Chunk(texts, ids, None)
+    _check_present(path, names, names, text_column, id_column, keep)
+    columns = list(dict.fromkeys([text_column, *([id_column] if id_column is not None else []), *keep]))
+    batches = pf.iter_batches(batch_size=chunk_rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            values = {c: batch.column(c).to_pylist() for c in columns}
+        except (pa.ArrowException, OSError, ValueError) as exc:  # corrupt pages, invalid UTF-8
+            raise DataError(f"{path}: a row group cannot be read ({type(exc).__name__}: {exc}). "
+                            "Check the file, or rewrite it.") from None
+        yield Chunk(values[text_column], values[id_column] if id_column is not None else None,
+                    {c: values[c] for c in keep})
+
+
+def input_columns(path: Path, fmt: str) -> list[str]:
+    """The file's column names (JSON Lines: the keys of its first object; [] when it has none)."""
+    if fmt == "parquet":
+        return list(_open_parquet(path).schema_arrow.names)
+    if fmt == "csv":
+        records = _csv_records(path)
+        try:
+            return next(records, (0, []))[1]
+        finally:
+            records.close()
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if raw.strip():
+                return list(_json_object(path, raw, line_no))
+    return []
 
 
 def row_count_estimate(path: Path, fmt: str) -> int | None:
@@ -189,21 +235,18 @@ def row_count_estimate(path: Path, fmt: str) -> int | None:
     return max(lines - (1 if fmt == "csv" else 0), 0)
 
 
-
-def id_arrow_type(source: Path, source_format: str, id_column: str | None):
-    """Arrow type of the ids as :func:`read_chunks` yields them: int64 row numbers (no id column),
-    string for CSV, the Parquet input's own type (a dictionary's value type); None for JSON Lines,
-    whose ids may be of any JSON type (infer it from the values), or when the column is missing
-    (:func:`read_chunks` reports that)."""
+def arrow_types(source: Path, source_format: str, columns: Sequence[str]) -> dict:
+    """Arrow type of each of ``columns`` as :func:`read_chunks` yields them: string for CSV, the
+    Parquet input's own type (a dictionary's value type); None for JSON Lines, whose values may be
+    of any JSON type (infer them from the values), or for a column the file lacks."""
     pa, _ = pyarrow_modules()
-    if id_column is None:
-        return pa.int64()
     if source_format == "csv":
-        return pa.string()
-    if source_format == "parquet":
-        schema = _open_parquet(source).schema_arrow
-        if id_column not in schema.names:
-            return None
-        t = schema.field(id_column).type
-        return t.value_type if pa.types.is_dictionary(t) else t
-    return None
+        return {c: pa.string() for c in columns}
+    if source_format != "parquet":
+        return {c: None for c in columns}
+    schema = _open_parquet(source).schema_arrow
+    out = {}
+    for c in columns:
+        t = schema.field(c).type if c in schema.names else None
+        out[c] = t.value_type if t is not None and pa.types.is_dictionary(t) else t
+    return out

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = ["reject_unordered", "check_items", "as_text_list", "check_batch_size", "lone_surrogate",
-           "surrogate_message"]
+           "surrogate_message", "replace_surrogates"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -89,3 +89,8 @@ def check_batch_size(batch_size) -> None:
     """ValueError unless ``batch_size`` is a positive int."""
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; pass a positive int.")
+
+
+def replace_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (the replacement character)."""
+    return text if lone_surrogate(text) is None else _SURROGATE.sub("\ufffd", text)

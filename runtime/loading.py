@@ -9,11 +9,14 @@ from pathlib import Path
 
 from uehead.bundle import BundleError, IncompatibleBundleError, Manifest, MissingFileError, load_manifest
 from uehead.calibration.apply import load_calibration
+from uehead.manifest_checksum import check_manifest_sha256
 from uehead.runtime import kernels
 from uehead.runtime.distances import load_baselines
 from uehead.runtime.model import Model
 from uehead.runtime.session import make_session
 from uehead.runtime.tokenize import TextTokenizer
+from uehead.runtime.word_tokenize import WordTokenizer
+from uehead.token_task import is_token_task
 
 __all__ = ["load"]
 
@@ -22,7 +25,7 @@ _FIX = "re-export the bundle with `uehead export`."
 
 def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers: list | tuple | None = None,
          graph_optimization: str = "all", check_files: bool = True, head_threads: int = 1,
-         warmup: bool = True) -> Model:
+         warmup: bool = True, expected_sha256: str | None = None) -> Model:
     """Load a bundle folder into a ready :class:`Model`.
 
     Reads ``manifest.json`` (and checks every file's sha256 unless ``check_files=False``), builds
@@ -30,13 +33,15 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     physical cores; ``head_threads`` for the tiny head graph), checks the graphs' input/output
     names and shapes against the manifest, loads ``baselines.npz`` (never unpickling) and
     ``calibration.json`` (refused when it was fitted on other graphs), and warms the kernels and
-    both graphs with one empty text (``warmup``).
+    both graphs with one empty text (``warmup``). ``expected_sha256``: the sha256 (hex) that
+    ``manifest.json`` must have, pinned from a trusted source (see :mod:`uehead.manifest_checksum`).
 
     Raises:
         uehead.bundle.BundleError (or a subclass: MissingFileError, ChecksumError,
         BundleVersionError, IncompatibleBundleError) naming the file and the fix.
     """
     root = Path(bundle_dir)
+    check_manifest_sha256(root, expected_sha256)
     manifest = load_manifest(root, check_files=check_files)
     tokenizer = TextTokenizer(root / manifest.tokenizer.file, manifest.tokenizer)
     opts = dict(providers=providers, graph_optimization=graph_optimization)
@@ -48,10 +53,17 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
         baselines = load_baselines(root / manifest.baselines.file, num_classes=len(manifest.labels),
                                    feature_size=manifest.backbone.feature_size,
                                    l2_normalize=bool(manifest.baselines.settings.get("l2_normalize", False)))
-    model = Model(root, manifest, tokenizer, backbone, head, baselines, load_calibration(root, manifest))
+    token = is_token_task(manifest)
+    words = WordTokenizer(root / manifest.tokenizer.file, manifest.tokenizer, manifest.token.window_overlap) \
+        if token else None
+    model = Model(root, manifest, tokenizer, backbone, head, baselines, load_calibration(root, manifest),
+                  word_tokenizer=words)
     if warmup:
         kernels.warmup()
-        model.predict([""], distances=True)
+        if token:
+            model.predict_tokens([["warm", "up"]], distances=True)
+        else:
+            model.predict([""], distances=True)
     return model
 
 
@@ -90,9 +102,10 @@ def _check_graphs(root: Path, m: Manifest, backbone, head) -> None:
     if m.backbone.output_name not in b_outputs:
         fail(bpath, f"has no output {m.backbone.output_name!r} (outputs: {sorted(b_outputs)}).")
     zdims = _dims(b_outputs[m.backbone.output_name])
-    if len(zdims) != 2 or (isinstance(zdims[1], int) and zdims[1] != h):
-        fail(bpath, f"output {m.backbone.output_name!r} has shape {zdims}, expected [batch, {h}] "
-                    f"(manifest backbone.feature_size).")
+    expected = ["batch", "sequence", h] if is_token_task(m) else ["batch", h]  # token bundles: every position
+    if len(zdims) != len(expected) or (isinstance(zdims[-1], int) and zdims[-1] != h):
+        fail(bpath, f"output {m.backbone.output_name!r} has shape {zdims}, expected [{', '.join(map(str, expected))}] "
+                    f"(manifest backbone.feature_size, task {m.task}).")
 
     h_inputs = head.get_inputs()
     if [i.name for i in h_inputs] != [m.head.input_name]:

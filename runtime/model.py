@@ -29,6 +29,7 @@ from uehead.runtime.distances import Baselines
 from uehead.runtime.inputs import as_text_list, check_batch_size, check_items, reject_unordered
 from uehead.runtime.predictions import Predictions
 from uehead.runtime.tokenize import TextTokenizer
+from uehead.token_task import SEQUENCE_CLASSIFICATION, require_task
 
 __all__ = ["Model", "Predictions", "BLOCK_ROWS"]
 
@@ -59,11 +60,13 @@ class Model:
     Attributes: ``manifest``, ``labels`` (tuple of str), ``path`` (the bundle folder),
     ``tokenizer`` (:class:`TextTokenizer`), ``backbone_session``, ``head_session``,
     ``baselines`` (:class:`Baselines` or None when the bundle has none), ``calibration``
-    (:class:`uehead.calibration.apply.Calibration` or None when the bundle is not calibrated).
+    (:class:`uehead.calibration.apply.Calibration` or None when the bundle is not calibrated),
+    ``word_tokenizer`` (:class:`uehead.runtime.word_tokenize.WordTokenizer` of a token-classification
+    bundle, else None).
     """
 
     def __init__(self, path: Path, manifest: Manifest, tokenizer: TextTokenizer, backbone_session,
-                 head_session, baselines: Baselines | None, calibration=None):
+                 head_session, baselines: Baselines | None, calibration=None, word_tokenizer=None):
         self.path = Path(path)
         self.manifest = manifest
         self.labels = tuple(manifest.labels)
@@ -72,6 +75,7 @@ class Model:
         self.head_session = head_session
         self.baselines = baselines
         self.calibration = calibration
+        self.word_tokenizer = word_tokenizer
         self._heads = {h.kind: h for h in manifest.head.heads}
         self._head_outputs = [manifest.head.task_logits_name] + [h.output_name for h in self._heads.values()]
         # Resolved once: the registry's kernel of each head kind and its keyword arguments.
@@ -110,7 +114,10 @@ class Model:
             Both messages name the item's index.
             uehead.errors.DataError: ``risk`` / ``coverage`` is not a stored level (the message
                 lists them), or is given for a bundle without calibration.
+            uehead.errors.TaskMismatchError: the bundle is for token classification (use
+                :meth:`predict_tokens` or :meth:`predict_entities`).
         """
+        self._require_sequence("predict(texts)")
         items = as_text_list(texts)
         check_batch_size(batch_size)
         return self._predict_list(items, batch_size, distances, self._decision_levels(risk, coverage))
@@ -123,6 +130,7 @@ class Model:
         chunk, and the iterable is read one chunk ahead at most. Length bucketing happens within a
         chunk. Arguments are checked at call time; a non-str item (TypeError) or one holding a lone
         surrogate (ValueError) raises, naming its index in the whole stream, when its chunk is reached."""
+        self._require_sequence("iter_predict(texts)")
         check_batch_size(batch_size)
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size!r}; pass a positive int.")
@@ -150,6 +158,7 @@ class Model:
         ``(rows, tokens)`` of each backbone call, in call order), ``sequence_length`` (the widest)
         and ``head_calls`` (head graph runs: one per :data:`BLOCK_ROWS` rows).
         """
+        self._require_sequence("predict_stages(texts)")
         items = as_text_list(texts)
         if not items:
             raise ValueError("predict_stages needs at least one text.")
@@ -164,10 +173,27 @@ class Model:
         return stages
 
     def predict_file(self, input, output, **kwargs):
-        """Batch prediction over a JSONL / CSV / Parquet file: see :mod:`uehead.runtime.batch`."""
+        """Batch prediction over a JSONL / CSV / Parquet file: see :mod:`uehead.runtime.batch` (and
+        :mod:`uehead.runtime.token_batch` for token-classification bundles)."""
         from uehead.runtime.batch import predict_file
 
         return predict_file(self, input, output, **kwargs)
+
+    def predict_tokens(self, words, *, batch_size: int = 32, distances: bool = False):
+        """Tags and uncertainty per word of each sentence (token-classification bundles): a list of
+        :class:`~uehead.runtime.token_predictions.TokenPrediction`, one per sentence. ``words`` is a
+        list of sentences, each a list of str. See :func:`uehead.runtime.token_model.predict_tokens`."""
+        from uehead.runtime.token_model import predict_tokens
+
+        return predict_tokens(self, words, batch_size=batch_size, distances=distances)
+
+    def predict_entities(self, texts, *, batch_size: int = 32, distances: bool = False):
+        """Entities of raw strings (token-classification bundles): a list of
+        :class:`~uehead.runtime.token_predictions.EntityPrediction`, one per text. See
+        :func:`uehead.runtime.token_model.predict_entities`."""
+        from uehead.runtime.token_model import predict_entities
+
+        return predict_entities(self, texts, batch_size=batch_size, distances=distances)
 
     def __repr__(self) -> str:
         kinds = ",".join(self._heads) or "none"
@@ -175,6 +201,9 @@ class Model:
                 f"uncertainty={self.uncertainty_kind!r}, baselines={self.baselines is not None})")
 
     # -- internals -------------------------------------------------------------------------
+    def _require_sequence(self, call: str) -> None:
+        require_task(self.manifest, SEQUENCE_CLASSIFICATION, call, self.path)
+
     def _decision_levels(self, risk: float | None, coverage: float | None) -> tuple[float, float] | None:
         """The (risk, coverage) levels a calibrated bundle decides at; None when not calibrated.
         Checked before any work, so a wrong level fails fast and names the stored ones."""
@@ -245,15 +274,21 @@ class Model:
         return self.head_session.run(self._head_outputs, {self.manifest.head.input_name: z})
 
     def _score(self, raw: _Raw, distances: bool) -> Predictions:
-        probs, sr, ent, _ = kernels.task_outputs(raw.task_logits)
+        return self.score_outputs(raw.task_logits, raw.head_logits, raw.z, distances=distances)
+
+    def score_outputs(self, task_logits: np.ndarray, head_logits: dict[str, np.ndarray], z: np.ndarray | None = None,
+                      *, distances: bool = False) -> Predictions:
+        """Predictions of head-graph outputs, one row each (a text, or a word of a token bundle):
+        task logits [N, C], kind -> head logits [N, C], and features z [N, H] for ``distances``."""
+        probs, sr, ent, _ = kernels.task_outputs(task_logits)
         scores = {"sr": sr, "entropy": ent}
-        for kind, logits in raw.head_logits.items():
+        for kind, logits in head_logits.items():
             kernel, params = self._head_scorers[kind]
             scores[kind] = np.asarray(kernel(logits, **params), dtype=np.float32)
         if distances and self.baselines is not None:
-            scores["md"] = self.baselines.md(raw.z).astype(np.float32)
-            scores["rmd"] = self.baselines.rmd(raw.z).astype(np.float32)
-        label_ids = raw.task_logits.argmax(axis=1).astype(np.int64) if len(raw.task_logits) else np.zeros(0, np.int64)
+            scores["md"] = self.baselines.md(z).astype(np.float32)
+            scores["rmd"] = self.baselines.rmd(z).astype(np.float32)
+        label_ids = task_logits.argmax(axis=1).astype(np.int64) if len(task_logits) else np.zeros(0, np.int64)
         kind = self.uncertainty_kind
         return Predictions(labels=self._label_array[label_ids].tolist(), label_ids=label_ids, probs=probs,
                            uncertainty=scores[kind], uncertainty_kind=kind, softmax_response=sr, entropy=ent,

@@ -8,18 +8,27 @@ Two steps, so the model can batch by length:
    named after the backbone's inputs (``input_ids``, ``attention_mask``, ``token_type_ids``
    as zeros).
 
-Huge texts: before tokenising, a text longer than ``max_length * CHARS_PER_TOKEN`` characters
-is cut to that many characters (its beginning for right-side truncation, its end for left-side),
-so a 10 MB text costs as little as a short one. The result equals tokenising the whole text
-whenever the kept tokens lie in the first half of the cut window (the last half for left
-truncation); when they do not (text that is mostly whitespace, or words of thousands of
-characters), the window is doubled until they do or the whole text is used. Hence the output is
-that of the whole text, except when a single word longer than half the window straddles the cut.
-Empty strings give the special tokens only.
+Huge texts: a text longer than ``max_chars = max_length * CHARS_PER_TOKEN`` characters is never
+tokenised whole, so a text of many megabytes, whatever its shape, costs about as much as a few
+windows of ``max_chars`` characters:
+
+1. Runs of whitespace are collapsed to one space first, when the tokenizer makes no tokens of them
+   (probed once when the tokenizer is built; a byte-level tokenizer makes tokens of spaces, and
+   keeps them). Only as much of the text as the widest window needs is scanned.
+2. The window of ``max_chars`` characters (the text's beginning for right-side truncation, its end
+   for left-side) is tokenised. The result equals tokenising the whole text whenever the kept
+   tokens lie in the half of the window away from the cut; while they do not, the window is
+   doubled, at most :data:`MAX_WIDENINGS` times.
+
+Hence the output is that of the whole text, except when the final window holds too few tokens: a
+word longer than half the window straddling the cut (such a word is one unknown token for most
+vocabularies either way), or more than ``max_chars * 2**MAX_WIDENINGS`` characters that make no
+token (control characters) before the kept ones. Empty strings give the special tokens only.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +36,22 @@ from tokenizers import Tokenizer
 
 from uehead.bundle import IncompatibleBundleError, TokenizerSpec
 
-__all__ = ["TextTokenizer", "CHARS_PER_TOKEN"]
+__all__ = ["TextTokenizer", "CHARS_PER_TOKEN", "MAX_WIDENINGS"]
 
 #: Characters kept per allowed token before tokenising (see the module docstring).
 CHARS_PER_TOKEN = 32
+#: How many times the window of a huge text may be doubled (see the module docstring).
+MAX_WIDENINGS = 3
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Unicode White_Space, which every pre-tokenizer splits on (str.isspace() also counts U+001C-U+001F,
+# which BERT's normaliser deletes instead: collapsing those could join two words).
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_WHITESPACE_RUN = re.compile(f"[{_WHITESPACE}]{{2,}}")
+_PROBE = "a" + "".join(chr(c) for c in (9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x1680, 0x2000, 0x2028, 0x3000)) * 2 + "b"
+
+
+def _collapse_whitespace(text: str) -> str:
+    return _WHITESPACE_RUN.sub(" ", text)
 
 
 class TextTokenizer:
@@ -62,6 +82,10 @@ class TextTokenizer:
                 f"tokenizer.max_length {spec.max_length} is smaller than the {n_special} special tokens "
                 "the tokenizer adds.", path=path.with_name("manifest.json"), fix=fix)
         tok.no_padding()
+        tok.no_truncation()
+        # Are whitespace runs token-neutral (equal to one space)? Then huge texts may collapse them.
+        self.collapse_whitespace = (tok.encode(_PROBE, add_special_tokens=False).ids
+                                    == tok.encode(_collapse_whitespace(_PROBE), add_special_tokens=False).ids)
         tok.enable_truncation(spec.max_length, direction=spec.truncation_side)
         self._tok = tok
         self.spec = spec
@@ -89,13 +113,28 @@ class TextTokenizer:
         return fast(short, add_special_tokens=True)
 
     def _encode_huge(self, text: str, left: bool) -> list[int]:
+        if self.collapse_whitespace:
+            text = self._collapsed(text, left)
         window = self.max_chars
-        while True:
+        for _ in range(MAX_WIDENINGS + 1):
             piece = self._cut(text, window, left)
             enc = self._tok.encode(piece, add_special_tokens=True)
             if len(piece) == len(text) or self._safe(enc, len(piece), left):
-                return enc.ids
+                break
             window *= 2
+        return enc.ids
+
+    def _collapsed(self, text: str, left: bool) -> str:
+        """The text's whitespace runs collapsed, at least as far as the widest window reaches (the
+        collapse of a prefix is a prefix of the collapse; likewise for suffixes)."""
+        need = self.max_chars << MAX_WIDENINGS
+        size = 2 * need
+        while True:
+            part = self._cut(text, size, left)
+            short = _collapse_whitespace(part)
+            if len(short) >= need or len(part) == len(text):
+                return short
+            size *= 4  # mostly whitespace: scanning it is cheap, widen fast
 
     @staticmethod
     def _cut(text: str, n: int, left: bool) -> str:

@@ -139,6 +139,7 @@ def main() -> int:
             f"{k} {100 * v['roc_auc']:.1f}" for k, v in ev["metrics"].items()))
     print_decisions(calibrated, out / "eval-bundle-fp32-calibrated.json")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {total:.0f}")
+    print(f"main job wall time: {total:.0f} s ({total / 60:.1f} min)")
     return 0
 
 

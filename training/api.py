@@ -9,7 +9,8 @@ Order of work, and which split each step reads:
 5. only then tokenise and featurise TEST, score every method on valid and test, write the checkpoint.
 
 The checkpoint is assembled in a sibling temporary folder and moved into place at the end, so a
-reader never sees half a checkpoint.
+reader never sees half a checkpoint. Token classification (``task="token-classification"``) runs
+the same steps on words, in :mod:`uehead.training.token_train`, with the helpers made public here.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from uehead.training.heads import (
     variants,
 )
 from uehead.training.lora import finetune, merge_checked, resolve_device
+from uehead.token_task import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 _VERSIONED = ("torch", "transformers", "peft", "safetensors", "tokenizers", "scikit-learn", "numpy", "scipy", "gguf")
 
@@ -56,7 +58,7 @@ def train(model: str, data: str, out: str | os.PathLike, heads=("adue", "alien")
           epochs: int = 3, max_length: int = 128, seed: int = 0, device: str = "auto", batch_size: int = 64, *,
           ablations: bool = False, baselines=("md", "rmd", "rde"), progress: bool = True,
           lora: LoraSettings | None = None, grid: HeadGridConfig | None = None,
-          baseline: BaselineConfig | None = None) -> Path:
+          baseline: BaselineConfig | None = None, task: str = SEQUENCE_CLASSIFICATION) -> Path:
     """LoRA-fine-tune ``model`` on ``data``, merge it, train the uncertainty heads; write a checkpoint.
 
     Args mirror :class:`TrainConfig` (see its field docs). Every score written is **higher = more
@@ -66,16 +68,17 @@ def train(model: str, data: str, out: str | os.PathLike, heads=("adue", "alien")
                       epochs=epochs, max_length=max_length, seed=seed, device=device, batch_size=batch_size,
                       ablations=ablations, baselines=baselines, progress=progress,
                       lora=lora or LoraSettings(), grid=grid or HeadGridConfig(),
-                      baseline=baseline or BaselineConfig())
+                      baseline=baseline or BaselineConfig(), task=task)
     return run(cfg)
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` that exists and is neither empty nor a uehead checkpoint."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not checkpoint.is_checkpoint(out))):
         raise FileExistsError(f"--out {out}: exists and is not a uehead checkpoint; choose a new or empty folder")
 
 
-class _StageClock:
+class StageClock:
     """Wall time of each named step, in the order the steps ran (the record's ``timings_s``)."""
 
     def __init__(self):
@@ -121,20 +124,25 @@ class _Outputs:
 
 
 def run(cfg: TrainConfig) -> Path:
-    """Execute one training run described by ``cfg`` (see module docs for the order of work)."""
-    _check_out(cfg.out)
-    clock = _StageClock()
+    """Execute one training run described by ``cfg`` (see module docs for the order of work);
+    token classification runs :func:`uehead.training.token_train.run_token` instead."""
+    if cfg.task == TOKEN_CLASSIFICATION:
+        from uehead.training.token_train import run_token
+
+        return run_token(cfg)
+    check_out(cfg.out)
+    clock = StageClock()
     inputs = _load_inputs(cfg)
     clock.lap("load")
     merged, merge_diff = _finetune_and_merge(cfg, inputs, clock)
     valid = _extract(cfg, inputs, merged, inputs.valid_enc, "valid")
     fitted = _fit_distance_baselines(cfg, inputs, merged, clock)
-    head_variants, results, head_weights = _fit_uncertainty_heads(cfg, inputs, merged, valid)
+    head_variants, results, head_weights = fit_uncertainty_heads(cfg, inputs.family, merged, valid)
     clock.lap("heads_fit")
     test_enc = encode(inputs.tokenizer, inputs.dataset["test"].texts, inputs.dataset["test"].labels, cfg.max_length)
     test = _extract(cfg, inputs, merged, test_enc, "test")
     clock.lap("features_test")
-    scores = {split: _score_split(cfg, fitted, head_variants, head_weights, feats)
+    scores = {split: score_split(cfg, fitted, head_variants, head_weights, feats)
               for split, feats in (("valid", valid), ("test", test))}
     outputs = _Outputs(merged, merge_diff, valid, test, fitted, head_variants, results, head_weights, scores)
     clock.lap("scores")
@@ -143,7 +151,7 @@ def run(cfg: TrainConfig) -> Path:
     record = _run_record(cfg, inputs, outputs)
     clock.timings["total"] = round(sum(clock.timings.values()), 3)
     record["timings_s"] = clock.timings
-    _publish(cfg, partial, record)
+    publish(cfg, partial, record)
     return cfg.out
 
 
@@ -162,7 +170,7 @@ def _load_inputs(cfg: TrainConfig) -> _Inputs:
     return _Inputs(dataset, device, model, tokenizer, family, train_enc, valid_enc)
 
 
-def _finetune_and_merge(cfg: TrainConfig, inputs: _Inputs, clock: _StageClock):
+def _finetune_and_merge(cfg: TrainConfig, inputs: _Inputs, clock: StageClock):
     """LoRA on the TRAIN rows, then the merged model, checked against the adapter and the pooling."""
     peft_model = finetune(inputs.model, inputs.family, inputs.train_enc, pad_id=inputs.pad_id, settings=cfg.lora,
                           epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=inputs.device,
@@ -180,7 +188,7 @@ def _extract(cfg: TrainConfig, inputs: _Inputs, merged, enc: Encoded, split: str
                    batch_size=cfg.feature_batch_size, desc=f"features {split}", progress=cfg.progress)
 
 
-def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, merged, clock: _StageClock) -> FittedBaselines | None:
+def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, merged, clock: StageClock) -> FittedBaselines | None:
     """MD / RMD / RDE on the features of (at most ``md_max_rows``) TRAIN rows; None without baselines."""
     if not cfg.baselines:
         clock.lap("features_train_valid")
@@ -197,17 +205,17 @@ def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, merged, clock: _S
     return fitted
 
 
-def _fit_uncertainty_heads(cfg: TrainConfig, inputs: _Inputs, merged, valid: Features):
+def fit_uncertainty_heads(cfg: TrainConfig, family: backbones.Family, merged, valid: Features):
     """(variants, grid results, float32 weights) of every head family, fitted and selected on VALID."""
-    cls_params = classifier_params(backbones.classifier_module(merged, inputs.family))
-    head_variants = variants(cfg.heads, cfg.ablations, inputs.family.module, cfg.grid.alphas, cfg.grid.betas)
+    cls_params = classifier_params(backbones.classifier_module(merged, family))
+    head_variants = variants(cfg.heads, cfg.ablations, family.module, cfg.grid.alphas, cfg.grid.betas)
     results = fit_heads(head_variants, cls_params, valid.z, valid.logits, valid.errors, cfg.grid, seed=cfg.seed)
     # Heads are stored (and therefore served) in float32: score with exactly those weights.
     head_weights = {n: {k: v.astype(np.float32) for k, v in r.params_.items()} for n, r in results.items()}
     return head_variants, results, head_weights
 
 
-def _score_split(cfg: TrainConfig, baselines: FittedBaselines | None, head_variants: list[HeadVariant],
+def score_split(cfg: TrainConfig, baselines: FittedBaselines | None, head_variants: list[HeadVariant],
                  head_weights: dict[str, dict[str, np.ndarray]], feats: Features) -> dict[str, np.ndarray]:
     """Every method's U on one split: sr, entropy, the distance baselines, the heads and ablations."""
     out = {"sr": softmax_response(feats.logits), "entropy": entropy(feats.logits)}
@@ -221,39 +229,71 @@ def _score_split(cfg: TrainConfig, baselines: FittedBaselines | None, head_varia
 
 def _write_checkpoint(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> Path:
     """Model, heads, Mahalanobis statistics and scores, into a fresh sibling folder (returned)."""
-    partial = cfg.out.parent / f".{cfg.out.name}.partial-{os.getpid()}"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    merged, family = outputs.merged, inputs.family
-    merged.to("cpu")
-    checkpoint.write_model(partial, merged, inputs.tokenizer)
-    in_features, num_classes, has_bias = backbones.head_shape(merged, family)
-    for kind in cfg.heads:
-        r = outputs.heads[kind]
-        checkpoint.write_head(partial, kind, outputs.head_weights[kind], {
-            "lam": float(cfg.grid.lam), "module": family.module, "in_features": in_features,
-            "num_classes": num_classes, "bias": bool(has_bias), "init": "classifier",
-            "hyperparameters": r.hyperparameters_,
-            "validation": {"roc_auc": r.roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_}})
-    fitted = outputs.baselines
-    if fitted is not None and fitted.md:
-        for l2 in (False, True):
-            checkpoint.write_md(partial, fitted.md[l2].arrays(), l2)
+    partial = new_partial(cfg.out)
+    outputs.merged.to("cpu")
+    checkpoint.write_model(partial, outputs.merged, inputs.tokenizer)
+    write_heads(partial, cfg, inputs.family, outputs.merged, outputs.heads, outputs.head_weights)
+    write_baselines(partial, outputs.baselines)
     for split, feats in (("valid", outputs.valid), ("test", outputs.test)):
         checkpoint.write_scores(partial, split, feats.labels, feats.predictions, feats.errors, outputs.scores[split])
     return partial
 
 
+def new_partial(out: Path) -> Path:
+    """A fresh sibling folder of ``out`` to assemble the checkpoint in."""
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def write_heads(partial: Path, cfg: TrainConfig, family: backbones.Family, merged, heads: dict[str, GridResult],
+                head_weights: dict[str, dict[str, np.ndarray]]) -> None:
+    """heads/<kind>.{safetensors,json} of every requested head."""
+    in_features, num_classes, has_bias = backbones.head_shape(merged, family)
+    for kind in cfg.heads:
+        r = heads[kind]
+        checkpoint.write_head(partial, kind, head_weights[kind], {
+            "lam": float(cfg.grid.lam), "module": family.module, "in_features": in_features,
+            "num_classes": num_classes, "bias": bool(has_bias), "init": "classifier",
+            "hyperparameters": r.hyperparameters_,
+            "validation": {"roc_auc": r.roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_}})
+
+
+def write_baselines(partial: Path, fitted: FittedBaselines | None) -> None:
+    """baselines/md.npz and md_l2.npz when MD/RMD were fitted."""
+    if fitted is not None and fitted.md:
+        for l2 in (False, True):
+            checkpoint.write_md(partial, fitted.md[l2].arrays(), l2)
+
+
 def _run_record(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> dict:
     """The run record of ``training.json`` (without its timings)."""
-    family, device, dataset = inputs.family, inputs.device, inputs.dataset
     valid, test, fitted = outputs.valid, outputs.test, outputs.baselines
+    record = base_record(cfg, inputs.family, inputs.device, inputs.dataset.label_names, outputs.variants)
+    record.update({
+        "baselines": list(cfg.baselines),
+        "n_rows": {"train": len(inputs.train_enc), "valid": len(inputs.valid_enc), "test": len(test.labels)},
+        "accuracy": {s: float((f.predictions == f.labels).mean()) for s, f in (("valid", valid), ("test", test))},
+        "roc_auc_test": split_roc_auc(outputs.scores["test"], test.errors),
+        "head_selection": head_selection(outputs.heads),
+        "rde": ({"n_fit": fitted.rde[False].n_fit_, "n_components": int(fitted.rde[False].kpca_.n_components)}
+                if fitted is not None and fitted.rde else None),
+        "merge_max_abs_diff": outputs.merge_diff,
+        "config": cfg.to_dict(),
+    })
+    return record
+
+
+def base_record(cfg: TrainConfig, family: backbones.Family, device: torch.device, label_names,
+                head_variants: list[HeadVariant]) -> dict:
+    """The part of ``training.json`` every task writes: versions, model, data, settings, LoRA, heads."""
     return {
         "uehead_version": __version__,
-        "versions": _versions(),
+        "versions": run_versions(),
         "model": cfg.model, "architecture": family.name, "pooling": family.pooling,
-        "data": cfg.data, "num_classes": dataset.num_classes, "label_names": list(dataset.label_names),
+        "data": cfg.data, "num_classes": len(label_names), "label_names": list(label_names),
         "seed": cfg.seed, "max_train": cfg.max_train, "epochs": cfg.epochs, "max_length": cfg.max_length,
         "batch_size": cfg.batch_size, "device": str(device),
         "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
@@ -263,34 +303,30 @@ def _run_record(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> dict:
                  "max_grad_norm": cfg.lora.max_grad_norm,
                  "precision": "bf16-autocast" if device.type == "cuda" else "fp32"},
         "heads": list(cfg.heads),
-        "ablations": [v.name for v in outputs.variants if v.name not in cfg.heads],
-        "baselines": list(cfg.baselines),
-        "n_rows": {"train": len(inputs.train_enc), "valid": len(inputs.valid_enc), "test": len(test.labels)},
-        "accuracy": {s: float((f.predictions == f.labels).mean()) for s, f in (("valid", valid), ("test", test))},
-        "roc_auc_test": _test_roc_auc(outputs.scores["test"], test.errors),
-        "head_selection": {n: {"hyperparameters": r.hyperparameters_, "roc_auc_select": r.roc_auc_,
-                               "init_roc_auc_select": r.init_roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_,
-                               "grid_points": len(r.grid_)}
-                           for n, r in outputs.heads.items()},
-        "rde": ({"n_fit": fitted.rde[False].n_fit_, "n_components": int(fitted.rde[False].kpca_.n_components)}
-                if fitted is not None and fitted.rde else None),
-        "merge_max_abs_diff": outputs.merge_diff,
-        "config": cfg.to_dict(),
+        "ablations": [v.name for v in head_variants if v.name not in cfg.heads],
     }
 
 
-def _test_roc_auc(scores: dict[str, np.ndarray], errors: np.ndarray) -> dict[str, float | None]:
-    """ROC-AUC of every method on TEST; None for all when the model makes no errors or no correct rows."""
+def head_selection(heads: dict[str, GridResult]) -> dict:
+    """What the grid chose for each head, and its ROC-AUC on the select part of VALID."""
+    return {n: {"hyperparameters": r.hyperparameters_, "roc_auc_select": r.roc_auc_,
+                "init_roc_auc_select": r.init_roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_,
+                "grid_points": len(r.grid_)}
+            for n, r in heads.items()}
+
+
+def split_roc_auc(scores: dict[str, np.ndarray], errors: np.ndarray) -> dict[str, float | None]:
+    """ROC-AUC of every method on one split; None for all when the model makes no errors or no correct rows."""
     if not 0 < errors.sum() < len(errors):
         return {m: None for m in scores}
     aucs = roc_auc_rows(np.stack(list(scores.values())), errors)
     return {m: float(a) for m, a in zip(scores, aucs)}
 
 
-def _publish(cfg: TrainConfig, partial: Path, record: dict) -> None:
+def publish(cfg: TrainConfig, partial: Path, record: dict) -> None:
     """Write the record, then move the finished checkpoint into ``cfg.out`` (replacing an old one)."""
     checkpoint.write_training(partial, record)
-    _check_out(cfg.out)
+    check_out(cfg.out)
     if cfg.out.exists():
         shutil.rmtree(cfg.out)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +337,7 @@ def _publish(cfg: TrainConfig, partial: Path, record: dict) -> None:
         _summary(cfg.out, record)
 
 
-def _versions() -> dict[str, str]:
+def run_versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], **installed_versions(_VERSIONED)}
 
 

@@ -22,6 +22,7 @@ llama      last non-pad token's hidden  ``score`` Linear(H, C, bias=False) llama
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 
 from uehead.checkpoint import ARCHITECTURE_OF_MODEL_TYPE, POOLING_OF
+from uehead.token_task import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TOKEN_POOLING
 
 BUILTIN_MODELS = ("minilm", "smollm2")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -104,14 +106,25 @@ def family_of(config) -> Family:
     return FAMILIES[fam]
 
 
-def load_backbone(source: ModelSource, label_names: tuple[str, ...], max_length: int):
+def token_family(family: Family) -> Family:
+    """The family's ``*ForTokenClassification`` classifier: one Linear on every position's hidden
+    state (RoBERTa's token head has no dense + tanh block), no pooling."""
+    return dataclasses.replace(family, pooling=TOKEN_POOLING, module="linear")
+
+
+def load_backbone(source: ModelSource, label_names: tuple[str, ...], max_length: int,
+                  task: str = SEQUENCE_CLASSIFICATION):
     """Load ``(model, tokenizer, family)`` in float32, with ``num_labels = len(label_names)``.
+
+    ``task`` token-classification loads the ``*ForTokenClassification`` model (and its
+    :func:`token_family`) instead of the ``*ForSequenceClassification`` one.
 
     The classifier is freshly initialised when the folder has none (or a different size), so call
     ``torch.manual_seed`` first. The tokenizer must be a fast one (the runtime reads tokenizer.json).
     Decoders get ``pad_token = eos_token`` when they have none, and every tokenizer pads on the right.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                              AutoTokenizer)
     from transformers.utils import logging as hf_logging
 
     kw = {"local_files_only": True}  # never reach a hub, whatever HF_HUB_OFFLINE says
@@ -126,7 +139,9 @@ def load_backbone(source: ModelSource, label_names: tuple[str, ...], max_length:
         family = family_of(config)
         # padding_side as a load kwarg (not only an attribute) so that save_pretrained records it
         tokenizer = AutoTokenizer.from_pretrained(source.folder, use_fast=True, padding_side="right", **kw)
-        model = AutoModelForSequenceClassification.from_pretrained(
+        token = task == TOKEN_CLASSIFICATION
+        auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+        model = auto.from_pretrained(
             source.folder, num_labels=num_labels, id2label=id2label, label2id={n: i for i, n in id2label.items()},
             ignore_mismatched_sizes=True, dtype=torch.float32, **kw)
     finally:
@@ -145,7 +160,7 @@ def load_backbone(source: ModelSource, label_names: tuple[str, ...], max_length:
     tokenizer.model_max_length = max(int(max_length), int(min(tokenizer.model_max_length, 10**6)))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.float()
-    return model, tokenizer, family
+    return model, tokenizer, token_family(family) if token else family
 
 
 def _fix_decoder_tokens(tokenizer, model, gguf: bool) -> None:

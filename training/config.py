@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uehead.scores import head_kinds
+from uehead.token_task import SEQUENCE_CLASSIFICATION, TASKS
 
 #: The heads trained by default (any registered head kind can be requested).
 DEFAULT_HEADS = ("adue", "alien")
@@ -128,6 +129,10 @@ class TrainConfig:
         feature_batch_size: batch size of (no-grad, length-sorted) feature extraction.
         merge_atol: merged-vs-adapter logits may differ by at most ``merge_atol * max(1, max|logit|)``.
         lora, grid, baseline: nested settings (see their classes).
+        task: ``sequence-classification`` (one label per text, ``{"text", "label"}`` data) or
+            ``token-classification`` (one BIO tag per word, ``{"tokens", "tags"}`` data; ``max_train``
+            then counts sentences, ``max_length`` is the window size, and the distance baselines are
+            MD and RMD only: RDE is skipped, see :mod:`uehead.training.token_train`).
     """
 
     model: str
@@ -148,9 +153,12 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     grid: HeadGridConfig = field(default_factory=HeadGridConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    task: str = SEQUENCE_CLASSIFICATION
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r}: choose from {', '.join(TASKS)}")
         heads = _as_tuple(self.heads)
         bad = [h for h in heads if h not in head_kinds()]
         if bad:

@@ -35,11 +35,12 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def add_lora(model, family: Family, settings: LoraSettings):
-    """Wrap ``model`` with peft LoRA adapters; the classifier is fully trainable (modules_to_save)."""
+def add_lora(model, family: Family, settings: LoraSettings, task_type: str = "SEQ_CLS"):
+    """Wrap ``model`` with peft LoRA adapters; the classifier is fully trainable (modules_to_save).
+    ``task_type``: peft's name of the model's task (``SEQ_CLS``, ``TOKEN_CLS``)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=settings.r, lora_alpha=settings.alpha,
+    cfg = LoraConfig(task_type=TaskType[task_type], r=settings.r, lora_alpha=settings.alpha,
                      lora_dropout=settings.dropout, target_modules=list(family.lora_targets),
                      modules_to_save=[family.classifier_attr])
     return get_peft_model(model, cfg)
@@ -51,31 +52,45 @@ def finetune(model, family: Family, train: Encoded, *, pad_id: int, settings: Lo
 
     Seeded: LoRA init uses the torch RNG (seeded here), batch order ``RandomState(seed)``.
     """
+    labels = torch.as_tensor(train.labels)
+
+    def loss_of(idx: np.ndarray, logits: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.float(), labels[idx].to(device))
+
+    return train_lora(model, family, train.ids, loss_of, pad_id=pad_id, settings=settings, epochs=epochs,
+                      batch_size=batch_size, seed=seed, device=device, progress=progress)
+
+
+def train_lora(model, family: Family, ids: list[list[int]], loss_of, *, pad_id: int, settings: LoraSettings,
+               epochs: int, batch_size: int, seed: int, device: torch.device, progress: bool = True,
+               task_type: str = "SEQ_CLS"):
+    """The LoRA training loop: AdamW, linear warm-up and decay, gradient clipping, over batches of
+    the token-id rows ``ids``; ``loss_of(row_indices, logits)`` is the batch's loss. Returns the
+    peft model in eval mode. Seeded as :func:`finetune`."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
-    peft_model = add_lora(model, family, settings).to(device)
+    peft_model = add_lora(model, family, settings, task_type).to(device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    steps_per_epoch = math.ceil(len(ids) / batch_size)
     total = steps_per_epoch * epochs
     sched = get_linear_schedule_with_warmup(opt, round(settings.warmup_ratio * total), total)
     rng = np.random.RandomState(seed)
-    lengths = train.lengths
-    labels = torch.as_tensor(train.labels)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     peft_model.train()
     bar = tqdm(total=total, desc="LoRA fine-tune", disable=not progress, unit="step")
     running = None
     for epoch in range(epochs):
         for idx in training_batches(lengths, batch_size, rng, settings.group_by_length):
-            batch = {k: v.to(device) for k, v in collate([train.ids[i] for i in idx], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], pad_id).items()}
             with autocast(device):
                 logits = peft_model(**batch).logits  # the model's own forward (incl. its dropout)
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels[idx].to(device))
+            loss = loss_of(idx, logits)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"LoRA training loss became {loss.item()} at epoch {epoch + 1}; "
                                          "lower the learning rate or check the data")

@@ -11,7 +11,7 @@ A bundle is a folder::
     golden.json       optional: a few texts with the outputs the exporter expects (:mod:`uehead.golden`)
     calibration.json  optional: decision layer written by `uehead calibrate` (uehead.calibration)
     scores.onnx       optional: head logits -> probs, label_id, every score and ``uncertainty`` in
-                      standard ONNX operators, for apps outside Python (uehead.export.scores_graph);
+                      standard ONNX operators, for apps outside Python (uehead.scores_graph);
                       the Python runtime uses its kernels, `uehead verify` checks that both agree
 
 Only stdlib and numpy are used here. Loading never unpickles and never registers custom-op
@@ -37,7 +37,9 @@ from uehead.errors import (  # noqa: F401  (re-exported: the bundle error family
     UnknownScoreError,
 )
 from uehead.jsonio import read_json_object, to_jsonable, write_json_atomic
+from uehead.manifest_schema import check_fields, newer_format_error
 from uehead.scores import DEFAULT_LAMBDA, head_kind, head_params
+from uehead.token_task import SEQUENCE_CLASSIFICATION, TOKEN_POOLING, TokenTaskSpec, check_task, token_spec_from_dict
 
 FORMAT_NAME = "uehead-bundle"
 #: Bumped on any change a reader of an older version could misread.
@@ -61,7 +63,7 @@ BASELINE_KEYS = ("class_means", "precision", "global_mean", "global_precision")
 OPTIONAL_FILES = ("baselines", "golden", "calibration", "scores")
 
 ARCHITECTURES = ("bert", "roberta", "llama", "other")
-POOLINGS = ("pooler", "first_token", "last_token")
+POOLINGS = ("pooler", "first_token", "last_token", TOKEN_POOLING)
 PRECISIONS = ("fp32", "int8")
 
 
@@ -96,6 +98,8 @@ class BackboneSpec:
     pooling: str = "pooler"
     precision: str = "fp32"
     num_parameters: int = 0
+    #: Longest token sequence the backbone has position embeddings for; 0 = not recorded.
+    max_positions: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,10 @@ class Manifest:
     scores: FileSpec | None = None
     #: Reports: export validation diffs, int8 deltas, training summary.
     reports: dict[str, Any] = field(default_factory=dict)
+    #: "sequence-classification" (also every manifest without the field) or "token-classification".
+    task: str = SEQUENCE_CLASSIFICATION
+    #: Token classification only: word alignment, tag scheme, windows (:mod:`uehead.token_task`).
+    token: TokenTaskSpec | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -213,11 +221,8 @@ def manifest_from_dict(data: dict[str, Any], path: Path) -> Manifest:
         raise BundleError(f"format_version {version!r} is not a positive integer.", path=path,
                           fix="re-export the bundle with `uehead export`.")
     if version > FORMAT_VERSION:
-        writer = data.get("writer", {}).get("uehead", "a newer uehead")
-        raise BundleVersionError(
-            f"format_version {version} is newer than this runtime reads ({FORMAT_VERSION}); "
-            f"it was written by uehead {writer}.", path=path,
-            fix=f"upgrade the runtime (pip install -U 'uehead>={writer}') or re-export with this version.")
+        raise newer_format_error(data, version, FORMAT_VERSION, path)
+    check_fields(data, path, optional_files=OPTIONAL_FILES)
     heads = tuple(_build(UncertaintyHeadSpec, h, "head.heads[]", path)
                   for h in (data.get("head") or {}).get("heads", []))
     head_data = dict(data.get("head") or {})
@@ -231,6 +236,8 @@ def manifest_from_dict(data: dict[str, Any], path: Path) -> Manifest:
         **{k: None if data.get(k) is None else _build(FileSpec, data[k], k, path)
            for k in OPTIONAL_FILES},
         reports=dict(data.get("reports") or {}),
+        task=data.get("task", SEQUENCE_CLASSIFICATION),
+        token=token_spec_from_dict(data.get("token"), path),
         format=fmt,
         format_version=version,
     )
@@ -271,6 +278,7 @@ def _check_consistency(m: Manifest, path: Path) -> None:
             f"backbone.input_names {list(m.backbone.input_names)}.", path=path, fix=fix)
     if m.tokenizer.max_length < 1:
         raise IncompatibleBundleError("tokenizer.max_length must be >= 1.", path=path, fix=fix)
+    check_task(m.task, m.token, m.labels, path)
     for name in m.files():
         if Path(name).name != name or name in ("", ".", ".."):
             raise BundleError(f"file name {name!r} must be a plain name inside the bundle folder.",

@@ -30,6 +30,7 @@ from uehead.bundle import BASELINE_KEYS
 from uehead.errors import CheckpointError, UnknownScoreError
 from uehead.jsonio import read_json_object, write_json_atomic
 from uehead.scores import DEFAULT_LAMBDA, head_kind, head_kinds, head_params
+from uehead.token_task import ALIGNMENTS, SEQUENCE_CLASSIFICATION, TASKS, TOKEN_CLASSIFICATION, TOKEN_POOLING
 
 __all__ = [
     "FORMAT_VERSION", "MODEL_DIR", "HEADS_DIR", "BASELINES_DIR", "SCORES_DIR", "TRAINING_JSON", "SCORE_META",
@@ -112,6 +113,9 @@ def write_training(root: str | os.PathLike, record: dict) -> Path:
     heads, ablations, baselines, n_rows, accuracy ({split: float}), roc_auc_test ({method: float |
     None}), head_selection, rde, merge_max_abs_diff, config, timings_s. Export needs max_length
     and reads architecture, pooling and label_names when present (see :func:`read_checkpoint`).
+    Token classification adds task, alignment, tag_scheme, window_overlap, bio_fixes, n_words,
+    n_windows, unscored_words and f1 (:mod:`uehead.training.token_train`); a record without
+    ``task`` is sequence classification.
     """
     path = Path(root) / TRAINING_JSON
     write_json(path, {"format_version": FORMAT_VERSION, **record})
@@ -255,6 +259,10 @@ class Checkpoint:
     #: Uncertainty heads by kind, in the registry's order (:func:`uehead.scores.head_kinds`).
     heads: dict[str, HeadWeights] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: ``sequence-classification`` or ``token-classification`` (:mod:`uehead.token_task`).
+    task: str = SEQUENCE_CLASSIFICATION
+    #: The word-alignment rule of a token-classification checkpoint (None for sequence classification).
+    alignment: str | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -340,10 +348,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     training = read_training(root)
     where = root / TRAINING_JSON
     arch = _architecture(training, config, where)
-    pooling = training.get("pooling", POOLING_OF[arch])
-    if pooling != POOLING_OF[arch]:
-        raise CheckpointError(f"pooling {pooling!r} does not match architecture {arch!r} "
-                              f"(expected {POOLING_OF[arch]!r}).", path=where,
+    task, alignment = _task(training, where)
+    expected = TOKEN_POOLING if task == TOKEN_CLASSIFICATION else POOLING_OF[arch]
+    pooling = training.get("pooling", expected)
+    if pooling != expected:
+        raise CheckpointError(f"pooling {pooling!r} does not match architecture {arch!r} and task {task!r} "
+                              f"(expected {expected!r}).", path=where,
                               fix="z must be defined as METHOD.md says for the architecture.")
     max_length = training.get("max_length")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
@@ -354,4 +364,18 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     heads = {kind: _check_head(root, kind, hidden, len(labels)) for kind in _present_kinds(root)}
     return Checkpoint(root=root, training=training, architecture=arch, pooling=pooling, max_length=max_length,
                       label_names=labels, hidden_size=hidden, heads=heads,
-                      format_version=training.get("format_version", 1))
+                      format_version=training.get("format_version", 1), task=task, alignment=alignment)
+
+
+def _task(training: dict[str, Any], path: Path) -> tuple[str, str | None]:
+    """(task, word-alignment rule) of a record; a record without ``task`` is sequence classification."""
+    task = training.get("task", SEQUENCE_CLASSIFICATION)
+    if task not in TASKS:
+        raise CheckpointError(f"task {task!r} is not one of {list(TASKS)}.", path=path, fix=_RETRAIN)
+    if task == SEQUENCE_CLASSIFICATION:
+        return task, None
+    alignment = training.get("alignment")
+    if alignment not in ALIGNMENTS:
+        raise CheckpointError(f"alignment {alignment!r} is not one of {list(ALIGNMENTS)}.", path=path,
+                              fix="upgrade uehead, or re-train with this version.")
+    return task, alignment

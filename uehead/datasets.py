@@ -69,6 +69,16 @@ def load_dataset(name_or_path: str | os.PathLike, splits: tuple[str, ...] = SPLI
     if not root.is_dir():
         raise DataError(f"{root}: not a dataset folder and not a built-in name ({', '.join(BUILTIN)}). "
                         "A dataset folder holds train/valid/test.jsonl[.gz] and labels.json.")
+    label_names = read_label_names(root)
+    out = {}
+    for split in splits:
+        path = split_file(root, split)
+        out[split] = read_jsonl_split(path, len(label_names))
+    return Dataset(root.name, label_names, out)
+
+
+def read_label_names(root: Path) -> tuple[str, ...]:
+    """``root/labels.json``: a JSON list of at least 2 label names (index = label id)."""
     labels_path = root / "labels.json"
     if not labels_path.is_file():
         raise DataError(f"{labels_path}: missing. Write a JSON list of label names (index = label id).")
@@ -78,14 +88,11 @@ def load_dataset(name_or_path: str | os.PathLike, splits: tuple[str, ...] = SPLI
         raise DataError(f"{labels_path}: not valid UTF-8 JSON ({exc}).") from exc
     if not isinstance(label_names, list) or len(label_names) < 2 or not all(isinstance(x, str) for x in label_names):
         raise DataError(f"{labels_path}: must be a JSON list of at least 2 label-name strings.")
-    out = {}
-    for split in splits:
-        path = _split_file(root, split)
-        out[split] = read_jsonl_split(path, len(label_names))
-    return Dataset(root.name, tuple(label_names), out)
+    return tuple(label_names)
 
 
-def _split_file(root: Path, split: str) -> Path:
+def split_file(root: Path, split: str) -> Path:
+    """``root/<split>.jsonl`` or ``root/<split>.jsonl.gz`` (DataError when neither exists)."""
     for suffix in (".jsonl", ".jsonl.gz"):
         path = root / f"{split}{suffix}"
         if path.is_file():
@@ -94,7 +101,7 @@ def _split_file(root: Path, split: str) -> Path:
                     f"A dataset folder needs {', '.join(s + '.jsonl[.gz]' for s in SPLITS)}.")
 
 
-def _json_lines(path: Path):
+def json_lines(path: Path):
     """(line number, parsed value) of each non-blank line of a JSONL file (gzip when named .gz)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
@@ -112,7 +119,7 @@ def read_jsonl_split(path: Path, num_classes: int) -> Split:
     texts: list[str] = []
     labels: list[int] = []
     try:
-        for lineno, row in _json_lines(path):
+        for lineno, row in json_lines(path):
             if not isinstance(row, dict) or "text" not in row or "label" not in row:
                 raise DataError(f"{path}:{lineno}: each row must be an object with 'text' and 'label'.")
             text, label = row["text"], row["label"]
@@ -259,7 +266,7 @@ def _missing_column(where: str | Path, column: str, present) -> DataError:
 
 
 def _jsonl_rows(path: Path, text_column: str, label_column: str):
-    for lineno, row in _json_lines(path):
+    for lineno, row in json_lines(path):
         if not isinstance(row, dict):
             raise DataError(f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}.")
         for column in (text_column, label_column):

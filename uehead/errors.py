@@ -9,6 +9,7 @@ the command line prints them as one line and exits with status 2.
     |   +-- ChecksumError              a file's sha256 differs from the manifest's
     |   +-- BundleVersionError         written by a newer format than this reader knows
     |   +-- IncompatibleBundleError    the pieces do not fit together (shapes, names, kinds)
+    |   +-- TaskMismatchError          the call does not fit the bundle's task (predict vs predict_tokens)
     +-- CheckpointError                a training checkpoint is missing a file or is malformed
     +-- DataError (also ValueError)    a dataset / input file or an option is malformed
     +-- UnknownScoreError (ValueError) a score or head kind name nobody registered
@@ -53,6 +54,11 @@ class BundleVersionError(BundleError):
 
 class IncompatibleBundleError(BundleError):
     """The pieces of a bundle do not fit together (shapes, names, head kinds)."""
+
+
+class TaskMismatchError(BundleError):
+    """A call made for another task: ``predict(texts)`` on a token-classification bundle, or
+    ``predict_tokens`` on a sequence-classification one. The message names the right call."""
 
 
 class CheckpointError(UeheadError):

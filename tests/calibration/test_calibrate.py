@@ -183,3 +183,18 @@ def test_apply_path_imports_only_numpy_and_the_stdlib(calibrated_bundle):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"third_party": [], "n": 2}
+
+
+def test_a_detached_manifest_checksum_is_not_copied_stale(tiny_bundle_dir, calibration_jsonl, tmp_path):
+    import shutil
+
+    from uehead import runtime
+    from uehead.calibration import calibrate
+    from uehead.manifest_checksum import CHECKSUM_FILE, write_checksum_file
+
+    src = shutil.copytree(tiny_bundle_dir, tmp_path / "src")
+    write_checksum_file(src)
+    out = tmp_path / "out"
+    calibrate(src, calibration_jsonl, out=out, verbose=False)
+    assert not (out / CHECKSUM_FILE).exists()
+    assert runtime.verify(out)["ok"]

@@ -55,8 +55,8 @@ def test_manifest_contents(fp32_bundles, tiny_ckpts, arch):
 def test_golden_file_and_runtime_round_trip(fp32_bundles, arch):
     manifest, bundle = fp32_bundles[arch]
     golden = json.loads((bundle / "golden.json").read_text())
-    assert set(golden) == {"texts", "tolerance", "source", "label_ids", "probs", "softmax_response", "entropy",
-                           "heads"}
+    assert set(golden) == {"texts", "tolerance", "source", "label_ids", "labels", "probs", "softmax_response",
+                           "entropy", "heads", "distances"}  # the tiny checkpoints have baselines
     assert golden["source"] == "pytorch" and golden["tolerance"] == 1e-4
     assert 8 <= len(golden["texts"]) <= 16 and golden["texts"] == list(SAMPLE_TEXTS)
     assert set(golden["heads"]) == {"adue", "alien"}

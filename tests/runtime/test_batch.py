@@ -105,9 +105,10 @@ def write_input(path: Path, records: list[dict], row_group_size: int | None = No
 def read_output(path: Path) -> list[dict]:
     fmt = path.suffix.lstrip(".")
     if fmt == "jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
     if fmt == "parquet":
         return pq.read_table(path).to_pylist()
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # huge texts and ids
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     conv = {"label_id": int, "probs": json.loads, "uncertainty": float, "softmax_response": float,
@@ -183,7 +184,7 @@ def test_every_format_pair_keeps_every_row_in_order(tmp_path, in_fmt, out_fmt):
 
 @pytest.mark.parametrize("in_fmt", FORMATS)
 def test_without_id_column_rows_are_numbered_from_zero(tmp_path, in_fmt):
-    records = make_records(40)
+    records = [{k: v for k, v in r.items() if k != "id"} for r in make_records(40)]
     src = write_input(tmp_path / f"in.{in_fmt}", records)
     dst = tmp_path / "out.parquet"
     predict_file(FakeModel(), src, dst, chunk_rows=7, progress=False)
@@ -382,9 +383,10 @@ def test_resume_with_another_chunk_size_still_loses_nothing(tmp_path):
 def test_resume_refuses_a_different_job_and_starts_fresh_without_a_sidecar(tmp_path):
     src, dst, reference, records = _interrupted_run(tmp_path, "jsonl", "jsonl")
     with pytest.raises(DataError, match=r"different job.*id_column.*without --resume"):
-        predict_file(FakeModel(), src, dst, resume=True, progress=False)
+        predict_file(FakeModel(), src, dst, id_column="", resume=True, progress=False)
+    records[17]["text"] = "changed"
     write_input(src, records[:-1])  # the input changed since the interrupted run
-    with pytest.raises(DataError, match=r"different job.*input_size"):
+    with pytest.raises(DataError, match=r"first 900 rows differ.*without --resume"):
         predict_file(FakeModel(), src, dst, id_column="id", resume=True, progress=False)
     report = predict_file(FakeModel(), src, dst, id_column="id", resume=False, progress=False)
     assert report.resumed_from == 0 and report.rows == 2499
@@ -482,11 +484,18 @@ def test_cli_predict(tmp_path, tiny_bundle_dir, tiny_model, capsys):
     rc = main(["predict", str(bundle), "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
                "--text-column", "body"])
     assert rc == 2 and "no text column 'body'" in capsys.readouterr().err
+    # the input's id column is kept without --id-column; --keep-columns passes others through
+    assert main(["predict", str(bundle), "--input", str(src), "--output", str(tmp_path / "kept.jsonl"),
+                 "--keep-columns", "other", "--threads", "1"]) == 0
+    kept = read_output(tmp_path / "kept.jsonl")
+    assert list(kept[0])[:2] == ["id", "other"] and [r["other"] for r in kept] == [str(r["other"]) for r in records]
+    assert [r["label"] for r in kept] == [r["label"] for r in got]
 
 
 def test_batch_module_is_torch_free():
     code = ("import sys, uehead.runtime.batch, uehead.runtime.batch_formats, uehead.runtime.batch_job, "
-            "uehead.runtime.batch_readers, uehead.runtime.batch_schema, uehead.runtime.batch_sinks; "
+            "uehead.runtime.batch_readers, uehead.runtime.batch_schema, uehead.runtime.batch_sinks, "
+            "uehead.runtime.batch_progress, uehead.runtime.inputs, uehead.manifest_schema, uehead.manifest_checksum; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'peft', 'optimum'}); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,7 +25,7 @@ from tiny_models import WORDS
 from uehead.bundle import BundleError
 from uehead.errors import DataError
 from uehead.runtime.batch import predict_file
-from uehead.runtime.batch_schema import PREDICTION_COLUMNS, output_columns
+from uehead.runtime.batch_schema import columns_for_bundle, output_columns, select_columns
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -33,7 +33,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 # Ray Data's own context copying warns about its deprecated settings; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning:ray")
 
-SCORES = ("uncertainty", "softmax_response", "entropy")
+SCORES = ("uncertainty", "softmax_response", "entropy", "sr", "adue", "alien")
+#: The prediction columns of the suite's tiny bundle: heads adue and alien, baselines (tests/conftest.py).
+TINY_COLUMNS = select_columns(("adue", "alien"), has_baselines=True)
 N_ROWS = 3000
 
 
@@ -76,6 +78,7 @@ def ray_local():
 @pytest.fixture
 def bundle(tiny_bundle_dir):
     """The suite's tiny bundle (tests/conftest.py); the actors load it by this path."""
+    assert columns_for_bundle(tiny_bundle_dir) == TINY_COLUMNS
     return tiny_bundle_dir
 
 
@@ -120,12 +123,13 @@ def _float(v):
 
 def assert_same_rows(got: list[dict], want: list[dict], id_name: str) -> None:
     assert len(got) == len(want)
+    columns = TINY_COLUMNS
     for i, (g, w) in enumerate(zip(got, want)):
-        assert list(g) == list(output_columns(id_name)), f"row {i}"
+        assert list(g) == list(output_columns(id_name, (), columns)), f"row {i}"
         for c in (id_name, "label", "label_id", "error"):
             assert g[c] == w[c], f"row {i} column {c}: {g[c]!r} != {w[c]!r}"
         if w["error"] not in (None, ""):
-            assert all(g[c] in (None, "") for c in PREDICTION_COLUMNS[:-1]), f"row {i}"
+            assert all(g[c] in (None, "") for c in columns.names[:-1]), f"row {i}"
             continue
         gp = json.loads(g["probs"]) if isinstance(g["probs"], str) else g["probs"]
         wp = json.loads(w["probs"]) if isinstance(w["probs"], str) else w["probs"]
@@ -195,6 +199,26 @@ def test_parquet_with_int_ids_to_jsonl_matches_the_single_process_job(tmp_path, 
     assert [r["key"] for r in got] == [10 * i for i in range(2000)]
 
 
+def test_default_id_and_kept_columns_match_the_single_process_job(tmp_path, ray_local, bundle, model):
+    from uehead.runtime.ray_data import predict_file_ray
+
+    recs = [dict(r, label=i % 3, note={"n": i} if i % 2 else None) for i, r in enumerate(records(600))]
+    recs[7]["text"] = "lone \ud800 surrogate"
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    predict_file(model, src, tmp_path / "local.jsonl", keep_all_columns=True, progress=False)
+    predict_file_ray(bundle, src, tmp_path / "ray.jsonl", keep_all_columns=True, num_workers=1, threads=1,
+                     chunk_rows=128, progress=False)
+    want, got = read_rows(tmp_path / "local.jsonl"), read_rows(tmp_path / "ray.jsonl")
+    assert list(got[0])[:3] == ["id", "input_label", "note"]
+    assert [r["id"] for r in got] == [f"{i:05d}" for i in range(600)]
+    assert [(r["input_label"], r["note"]) for r in got] == [(r["label"], r["note"]) for r in recs]
+    assert "surrogate" in got[7]["error"]
+    for g, w in zip(got, want):
+        assert {k: g[k] for k in ("id", "input_label", "note", "label", "error")} == \
+            {k: w[k] for k in ("id", "input_label", "note", "label", "error")}
+
+
 def test_order_survives_a_first_block_that_finishes_last(tmp_path, ray_local, bundle, model, monkeypatch):
     """The first block sleeps, so the other worker finishes the later ones first; the output must still
     be in input order (preserve_order; the driver also checks the carried row numbers)."""
@@ -250,7 +274,7 @@ def test_callable_class_adds_prediction_columns_to_pandas_and_arrow_batches(bund
                       "gold": [1, 0, 0, 1, 0]})
     out = predictor(table)
     assert isinstance(out, pa.Table)
-    assert out.column_names == ["text", "gold", *PREDICTION_COLUMNS]
+    assert out.column_names == ["text", "gold", *TINY_COLUMNS.names]
     assert out.column("gold").to_pylist() == [1, 0, 0, 1, 0]
     want = model.predict(["a great film", "bad and boring", ""])
     assert out.column("label_id").to_pylist() == [want.label_ids[0], None, want.label_ids[1], None, want.label_ids[2]]
@@ -258,7 +282,7 @@ def test_callable_class_adds_prediction_columns_to_pandas_and_arrow_batches(bund
 
     frame = pd.DataFrame({"text": pd.Series(texts, dtype=object), "gold": [1, 0, 0, 1, 0]})
     got = predictor(frame)
-    assert isinstance(got, pd.DataFrame) and list(got.columns) == ["text", "gold", *PREDICTION_COLUMNS]
+    assert isinstance(got, pd.DataFrame) and list(got.columns) == ["text", "gold", *TINY_COLUMNS.names]
     assert got["label_id"].tolist()[2] == want.label_ids[1] and got["label_id"].isna().tolist()[1]
     assert got["error"].tolist()[3] == "text is not a string: column 'text' holds a int"
     assert got["probs"].tolist()[0] == pytest.approx(want.probs[0].tolist(), abs=1e-6)
@@ -335,7 +359,7 @@ def test_spark_predict_fn_returns_what_predict_batch_udf_requires(bundle, model)
     predict = example.make_predict_fn(str(bundle), threads=1)()
     texts = np.array(["a great film", None, "bad and boring"], dtype=object)
     out = predict(texts)
-    assert set(out) == set(PREDICTION_COLUMNS)
+    assert set(out) == set(TINY_COLUMNS.names)
     assert out["probs"].shape == (3, 2) and all(out[c].shape == (3,) for c in out if c != "probs")
     want = model.predict(["a great film", "bad and boring"])
     assert out["label_id"].tolist() == [want.label_ids[0], None, want.label_ids[1]]

@@ -26,7 +26,9 @@ def bundle(tmp_path):
 def test_verify_ok_reports_every_output(tiny_bundle_dir):
     report = runtime.verify(tiny_bundle_dir)
     assert report["ok"] is True and report["format_version"] == 1
-    assert set(report["files"]) == {"tokenizer.json", "backbone.onnx", "head.onnx", "baselines.npz", "golden.json"}
+    assert set(report["files"]) == {"tokenizer.json", "backbone.onnx", "head.onnx", "baselines.npz", "golden.json",
+                                    "scores.onnx"}
+    assert report["scores_graph"]["label_mismatches"] == 0  # scores.onnx vs the kernels: tests/export/test_scores_graph.py
     golden = report["golden"]
     assert golden["texts"] == 6 and golden["tolerance"] == 1e-4 and golden["label_mismatches"] == 0
     assert set(golden["max_abs_diff"]) == {"probs", "softmax_response", "entropy", "adue", "alien"}

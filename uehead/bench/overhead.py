@@ -7,6 +7,7 @@ amortises the head's fixed cost), and in a hot loop (caches warm). Torch-free.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,20 +98,24 @@ def hot_head_times(model, batch: list[str], loops: int = 200) -> dict[str, float
 
 
 def _overhead_line(bundle: str | os.PathLike, length: str, threads: int, o: dict[str, Any]) -> str:
+    """Each percentage names the backbone time it is taken against: the batch job's median per
+    batch, and the lone batch's own (a lone call runs at other shapes and cache states)."""
     one = o["one_batch"]
     return (f"per-batch CPU overhead of the head ({Path(bundle).name}, batch {o['batch_size']}, {length} "
             f"~{o['mean_tokens']:.0f} tokens, {threads} threads): batch job of {o['n_texts']} texts: head graph "
             f"{o['head_us']:.1f} us + kernels {o['kernels_us']:.1f} us = {o['head_plus_kernels_us']:.1f} us per "
-            f"batch = {o['overhead_pct_of_backbone']:.3f}% of the backbone ({o['backbone_us'] / 1e3:.1f} ms); "
-            f"one lone batch: {one['head_plus_kernels_us']:.0f} us = {one['overhead_pct_of_backbone']:.3f}%")
+            f"batch = {o['overhead_pct_of_backbone']:.3f}% of its backbone time per batch "
+            f"({o['backbone_us'] / 1e3:.1f} ms); one lone batch: {one['head_plus_kernels_us']:.0f} us = "
+            f"{one['overhead_pct_of_backbone']:.3f}% of that batch's backbone time ({one['backbone_us'] / 1e3:.1f} ms)")
 
 
 def head_overhead_report(bundle: str | os.PathLike, *, batch_size: int = 32, n_texts: int = OVERHEAD_TEXTS,
                          repeats: int = 3, threads: int | None = None, lengths: Sequence[str] = ("short", "t128"),
                          quiet: bool = False) -> dict[str, Any]:
     """Load ``bundle`` and measure :func:`head_overhead` on ``n_texts`` Rotten Tomatoes test
-    sentences per length (short, and joined to ~128 tokens); print two lines per length (batch
-    job, one lone batch); return a JSON-able dict. Torch-free."""
+    sentences per length (short, and joined to ~128 tokens); print one line per length (batch
+    job, one lone batch) on stdout and, unless ``quiet``, what is being measured on stderr; return
+    a JSON-able dict. Torch-free."""
     from uehead.runtime import load
     from uehead.runtime.session import default_threads
 
@@ -119,7 +124,10 @@ def head_overhead_report(bundle: str | os.PathLike, *, batch_size: int = 32, n_t
     texts = model_texts(model, max(n_texts, batch_size))
     out: dict[str, Any] = {"bundle": str(bundle), "threads": threads, "batch_size": batch_size,
                            "loadavg": loadavg(), "lengths": {}}
-    for length in lengths:
+    for i, length in enumerate(lengths, 1):
+        if not quiet:
+            print(f"overhead [{i}/{len(lengths)}] {length}: a batch job of {len(texts[length]['texts'])} texts x "
+                  f"{repeats} repeats, lone batches, a hot loop ...", file=sys.stderr, flush=True)
         o = head_overhead(model, texts[length]["texts"], batch_size=batch_size, repeats=repeats)
         o["mean_tokens"] = texts[length]["mean_tokens"]
         out["lengths"][length] = o

@@ -112,6 +112,9 @@ class _Cells:
     min_texts: int
     repeats: int
 
+    def __len__(self) -> int:
+        return len(self.lengths) * len(self.batch_sizes)
+
     def __iter__(self):
         for length in self.lengths:
             for b in self.batch_sizes:
@@ -121,11 +124,14 @@ class _Cells:
 def _run_stages(doc: dict[str, Any], models: dict[str, Any], cells: _Cells) -> None:
     """Per-stage rows of every bundle and cell, and each bundle's head overhead in a batch job."""
     rows = []
+    total, done = len(models) * len(cells), 0
     for name, model in models.items():
         for length, b, cell in cells:
-            _say(f"stages: {name} {length} batch {b} ...")
+            done += 1
+            _say(f"stages [{done}/{total}]: {name} {length} batch {b} ...")
             st = stage_times(model, cell, b, cells.repeats)
             rows.append(_stage_row(name, length, b, st, doc["backbone_dims"], doc.get("peak")))
+        _say(f"overhead: {name} head vs backbone in a batch job of {OVERHEAD_TEXTS} texts ...")
         doc.setdefault("overhead", {})[name] = head_overhead(
             model, cells.texts["short"]["texts"][:OVERHEAD_TEXTS], 32, repeats=max(3, min(cells.repeats, 5)))
     doc["stages"] = rows
@@ -148,8 +154,8 @@ def _run_e2e(doc: dict[str, Any], models: dict[str, Any], cells: _Cells, *, chec
                                                  say=_say)
             engines.update({k: p.predict for k, p in peer_objs.items()})
     rows = []
-    for length, b, cell in cells:
-        _say(f"e2e: {length} batch {b}: {', '.join(engines)} ...")
+    for i, (length, b, cell) in enumerate(cells, 1):
+        _say(f"e2e [{i}/{len(cells)}]: {length} batch {b}: {', '.join(engines)} ...")
         for engine, r in e2e_times(engines, cell, b, cells.repeats).items():
             row = {"length": length, "batch_size": b, "engine": engine, "n_texts": len(cell), **r}
             if engine in peer_objs:

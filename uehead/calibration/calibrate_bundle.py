@@ -28,6 +28,7 @@ from uehead.calibration.apply import Calibration, load_calibration
 from uehead.calibration.fit import check_enough_rows, check_options, fit_calibration
 from uehead.datasets import load_split
 from uehead.errors import UnknownScoreError
+from uehead.manifest_checksum import CHECKSUM_FILE
 from uehead.jsonio import write_json_atomic
 from uehead.scores import score_names
 
@@ -116,6 +117,8 @@ def write_calibrated_bundle(src: Path, dst: Path, manifest: Manifest, cal: Calib
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(src, tmp)
+        # The copy gets a new manifest, so a detached checksum of the input's would be stale.
+        (tmp / CHECKSUM_FILE).unlink(missing_ok=True)
         if manifest.calibration is not None and manifest.calibration.file != CALIBRATION_FILE:
             (tmp / manifest.calibration.file).unlink(missing_ok=True)
         write_json_atomic(tmp / CALIBRATION_FILE, cal.to_dict(), indent=1)

@@ -102,6 +102,26 @@ def _load_model(bundle: str | os.PathLike):
     return load(bundle)
 
 
+def _evaluate_tokens(bundle, data, split, json_out, plots, max_rows, batch_size, probability_scores, verbose):
+    from uehead.evaluation.token_evaluate import evaluate_token_bundle  # noqa: PLC0415
+
+    model = bundle if hasattr(bundle, "predict_tokens") else _load_model(bundle)
+    return evaluate_token_bundle(model, data, split=split, json_out=json_out, plots=plots, max_rows=max_rows,
+                                 batch_size=batch_size, probability_scores=tuple(probability_scores),
+                                 verbose=verbose, bundle=None if hasattr(bundle, "predict") else str(bundle))
+
+
+def _is_token_bundle(bundle) -> bool:
+    """Whether ``bundle`` (a loaded model or a bundle folder) is for token classification."""
+    from uehead.bundle import read_manifest  # noqa: PLC0415
+    from uehead.token_task import is_token_task  # noqa: PLC0415
+
+    manifest = getattr(bundle, "manifest", None)
+    if manifest is None and not hasattr(bundle, "predict") and Path(bundle, "manifest.json").is_file():
+        manifest = read_manifest(bundle)
+    return manifest is not None and is_token_task(manifest)
+
+
 def _versions(model: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"uehead": __version__, "python": platform.python_version(),
                            **installed_versions(_VERSIONED)}
@@ -137,7 +157,8 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
             Predictions (``label_ids``, ``probs``, ``softmax_response``, ``entropy``, ``scores``).
         data: ``"rotten_tomatoes"``, a dataset folder, a :class:`~uehead.datasets.Dataset`, or a
             JSONL / CSV / Parquet file with ``text_column`` and ``label_column`` (labels as the
-            bundle's label names or as ids; ``split`` is then unused).
+            bundle's label names or as ids; ``split`` is then unused). A token-classification bundle:
+            a ``{"tokens", "tags"}`` folder (:func:`uehead.evaluation.token_evaluate.evaluate_token_bundle`).
         split: which split to score (never the one the heads were selected on, for honest numbers).
         json_out: JSON file to write; the PNGs go next to it (see :func:`plot_paths`). None writes
             nothing.
@@ -157,6 +178,8 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
     """
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be >= 1 (or None for all rows), got {max_rows}")
+    if _is_token_bundle(bundle):
+        return _evaluate_tokens(bundle, data, split, json_out, plots, max_rows, batch_size, probability_scores, verbose)
     draw = plots and json_out is not None
     if draw:
         from uehead.evaluation.plots import require_matplotlib  # noqa: PLC0415

@@ -11,17 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tiny_token import make_tiny_ner_dataset  # noqa: E402
+from tiny_token import TRAIN_KW, make_tiny_ner_dataset, small_grid  # noqa: E402
 
-#: Small training settings: 2 epochs, windows of 16 tokens (so the tiny sentences need several),
-#: a 2-point head grid.
-TRAIN_KW = {"task": "token-classification", "epochs": 2, "max_length": 16, "batch_size": 16, "progress": False}
-
-
-def small_grid():
-    from uehead.training import HeadGridConfig
-
-    return HeadGridConfig(lrs=(1e-3,), epochs=(2,), alphas=(0.0, 1.0), betas=(0.01,))
 
 
 @pytest.fixture(scope="session")

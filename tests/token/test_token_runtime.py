@@ -173,7 +173,7 @@ def test_compare_runtime_to_pytorch_words(token_bundle, token_ckpt, ner_data):
 
 def test_llama_token_bundle(tmp_path, ner_data):
     """A decoder (LLaMA) token classifier: trained, exported (causal, right padding), matched per word."""
-    from conftest import TRAIN_KW, small_grid
+    from tiny_token import TRAIN_KW, small_grid
     from tiny_token import make_tiny_token_model_dir
     from uehead.export import export_bundle
     from uehead.export.token_validate import compare_runtime_to_pytorch_words

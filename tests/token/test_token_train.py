@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from conftest import TRAIN_KW, small_grid  # noqa: E402
+from tiny_token import TRAIN_KW, small_grid  # noqa: E402
 from uehead.checkpoint import read_checkpoint, read_scores, read_training  # noqa: E402
 from uehead.scores import adue_uncertainty, softmax_response  # noqa: E402
 from uehead.token_datasets import load_token_dataset  # noqa: E402

@@ -103,3 +103,14 @@ def make_tiny_ner_dataset(out: Path, sizes=(120, 60, 40), noise: float = 0.08, s
             rows.append(json.dumps({"tokens": words, "tags": tags}))
         (out / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return out
+
+
+#: Small training settings: 2 epochs, windows of 16 tokens (so the tiny sentences need several),
+#: a 2-point head grid.
+TRAIN_KW = {"task": "token-classification", "epochs": 2, "max_length": 16, "batch_size": 16, "progress": False}
+
+
+def small_grid():
+    from uehead.training import HeadGridConfig
+
+    return HeadGridConfig(lrs=(1e-3,), epochs=(2,), alphas=(0.0, 1.0), betas=(0.01,))

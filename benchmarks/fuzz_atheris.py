@@ -13,7 +13,7 @@ contract:
 * ``readers``: the bytes as a JSONL, CSV or Parquet input (the first byte picks the format).
   Reading every chunk raises nothing but a ``DataError``.
 * ``batch_job``: the same inputs through ``predict_file`` with a deterministic fake model, killed at
-  a point the input picks and resumed (``tests/runtime/fuzz_batch_checks.py``): the job completes
+  a point the input picks and resumed (``tests/fuzz_batch_checks.py``): the job completes
   or raises a ``DataError``, loses, repeats and reorders no row, and a resumed job equals the
   uninterrupted one and is refused for another input or model.
 

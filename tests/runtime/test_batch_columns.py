@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_batch import FORMATS, FakeModel, assert_rows_match, expected_for, make_records, read_output, write_input
+from batch_files import FORMATS, FakeModel, assert_rows_match, expected_for, make_records, read_output, write_input
 from uehead.errors import DataError
 from uehead.runtime.batch import predict_file
 from uehead.runtime.batch_schema import PREDICTION_COLUMNS

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from test_batch import make_records, read_output, write_input
+from batch_files import make_records, read_output, write_input
 from uehead.errors import DataError, UnknownScoreError
 from uehead.runtime.batch import predict_file
 from uehead.runtime.batch_progress import progress_path

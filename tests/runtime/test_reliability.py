@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from test_batch import FakeModel, make_records, read_output, write_input
+from batch_files import FakeModel, make_records, read_output, write_input
 from tiny_bundle import make_tiny_bundle
 from uehead import runtime
 from uehead.errors import DataError

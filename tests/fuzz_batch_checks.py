@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-from test_batch import FakeModel, read_output
+from batch_files import FakeModel, read_output
 from uehead.errors import DataError
 from uehead.runtime import batch
 from uehead.runtime.batch_job import check_job

@@ -77,7 +77,9 @@ class ModelProxy:
 
 
 def child_env() -> dict:
-    paths = [str(ROOT / "tests"), str(ROOT / "tests" / "serve"), os.environ.get("PYTHONPATH", "")]
+    # An empty PYTHONPATH entry would mean the working directory (the source tree): leave none.
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(ROOT / "tests"), str(ROOT / "tests" / "serve"), *inherited]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env

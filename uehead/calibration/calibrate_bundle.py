@@ -26,7 +26,7 @@ from uehead._extras import installed_versions
 from uehead.bundle import CALIBRATION_FILE, FileSpec, Manifest, load_manifest, write_manifest
 from uehead.calibration.apply import Calibration, load_calibration
 from uehead.calibration.fit import check_enough_rows, check_options, fit_calibration
-from uehead.datasets import load_split
+from uehead.datasets import DataFileOptions, load_split
 from uehead.errors import UnknownScoreError
 from uehead.manifest_checksum import CHECKSUM_FILE
 from uehead.jsonio import write_json_atomic
@@ -52,12 +52,16 @@ class CalibrationResult:
 def calibrate(bundle: str | os.PathLike, data: str | os.PathLike, *, out: str | os.PathLike, split: str = "valid",
               score: str | None = None, risk=(0.05, 0.1), delta: float = 0.1, coverage=(0.9, 0.95),
               method: str = "lac", class_conditional: bool = False, text_column: str = "text",
-              label_column: str = "label", batch_size: int = 32, verbose: bool = True) -> CalibrationResult:
+              label_column: str = "label", batch_size: int = 32, verbose: bool = True,
+              data_options: DataFileOptions | None = None) -> CalibrationResult:
     """Calibrate ``bundle`` on labelled rows and write the calibrated copy to ``out``.
 
     Args:
         data: a dataset folder or ``"rotten_tomatoes"`` (its ``split``), or a JSONL / CSV / Parquet
-            file with ``text_column`` and ``label_column`` (labels as the bundle's label names or ids).
+            file (labels as the bundle's label names or ids): every row, with ``text_column`` and
+            ``label_column``, when ``data_options`` is None; else its ``split`` part by
+            ``data_options`` (:class:`~uehead.datasets.DataFileOptions`: columns, split column or the
+            seeded fractions training used, so ``split="valid"`` is training's valid rows).
         score: the score to calibrate (default: the bundle's default kind); any score the bundle
             has: sr, entropy, its head kinds, md / rmd when it has baselines.
         risk: risk levels r (the first is the default): accept when score <= a threshold certified by
@@ -80,7 +84,7 @@ def calibrate(bundle: str | os.PathLike, data: str | os.PathLike, *, out: str | 
         raise UnknownScoreError(f"score {score!r} is not one this bundle has ({', '.join(available)}).",
                                 path=src, fix="pass one of them with --score.")
     name, rows = load_split(data, split, label_names=manifest.labels, text_column=text_column,
-                            label_column=label_column)
+                            label_column=label_column, options=data_options)
     check_enough_rows(len(rows), risks, delta)
     from uehead.runtime import load  # noqa: PLC0415  (onnxruntime: only when calibrating)
 

@@ -20,7 +20,7 @@ from uehead import __version__
 from uehead.evaluation import metrics
 from uehead._extras import installed_versions
 from uehead.jsonio import write_json_atomic
-from uehead.datasets import SPLITS, DataError, Dataset, Split, labelled_file_format, load_dataset, load_split
+from uehead.datasets import DataError, DataFileOptions, Dataset, is_data_file, load_labelled
 from uehead.evaluation.decisions import decision_metrics, format_decisions
 
 __all__ = ["evaluate_bundle", "evaluate_predictions", "collect_scores", "plot_paths"]
@@ -132,23 +132,11 @@ def _versions(model: Any) -> dict[str, Any]:
     return out
 
 
-def _read_split(data, split: str, model: Any, text_column: str, label_column: str) -> tuple[str, Split, int]:
-    if isinstance(data, Dataset):
-        return data.name, data[split], data.num_classes
-    if labelled_file_format(data) is not None:
-        labels = tuple(model.labels)
-        name, rows = load_split(data, split, label_names=labels, text_column=text_column, label_column=label_column)
-        return name, rows, len(labels)
-    if str(data) == "rotten_tomatoes" and split not in SPLITS:
-        raise DataError(f"dataset 'rotten_tomatoes' has no split {split!r}; it has {list(SPLITS)}")
-    ds = load_dataset(data, splits=(split,))
-    return str(data), ds[split], ds.num_classes
-
-
 def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | Dataset, *, split: str = "test",
                     json_out: str | os.PathLike | None = None, plots: bool = True, max_rows: int | None = None,
                     batch_size: int = 32, probability_scores: Iterable[str] = metrics.PROBABILITY_SCORES,
-                    verbose: bool = True, text_column: str = "text", label_column: str = "label") -> dict[str, Any]:
+                    verbose: bool = True, text_column: str = "text", label_column: str = "label",
+                    data_options: DataFileOptions | None = None) -> dict[str, Any]:
     """Evaluate every uncertainty score of a bundle on ``data[split]``.
 
     Args:
@@ -156,9 +144,11 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
             model, i.e. any object with ``predict(texts, batch_size=..., distances=True)`` returning
             Predictions (``label_ids``, ``probs``, ``softmax_response``, ``entropy``, ``scores``).
         data: ``"rotten_tomatoes"``, a dataset folder, a :class:`~uehead.datasets.Dataset`, or a
-            JSONL / CSV / Parquet file with ``text_column`` and ``label_column`` (labels as the
-            bundle's label names or as ids; ``split`` is then unused). A token-classification bundle:
-            a ``{"tokens", "tags"}`` folder (:func:`uehead.evaluation.token_evaluate.evaluate_token_bundle`).
+            JSONL / CSV / Parquet file (labels as the bundle's label names or as ids), read by
+            :func:`uehead.datasets.load_labelled`: every row with ``text_column`` and ``label_column``
+            when ``data_options`` is None, else its ``split`` part (the split column, or the same
+            seeded fractions training used). A token-classification bundle: a ``{"tokens", "tags"}``
+            folder (:func:`uehead.evaluation.token_evaluate.evaluate_token_bundle`).
         split: which split to score (never the one the heads were selected on, for honest numbers).
         json_out: JSON file to write; the PNGs go next to it (see :func:`plot_paths`). None writes
             nothing.
@@ -169,6 +159,8 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         batch_size: texts per runtime batch.
         probability_scores: score names that are error probabilities (ECE, Brier, reliability).
         verbose: print the metrics table to stdout.
+        data_options: how to read and split a data file (:class:`~uehead.datasets.DataFileOptions`;
+            its columns replace ``text_column`` / ``label_column``); None scores the whole file.
 
     Returns the record written as JSON: ``bundle, data, split, n, num_classes, accuracy,
     error_rate, num_errors, metrics {score: {metric: value}}, directions, probability_scores,
@@ -187,12 +179,14 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         require_matplotlib()
     loaded = hasattr(bundle, "predict")
     model = bundle if loaded else None
-    if model is None and not isinstance(data, Dataset) and labelled_file_format(data) is not None:
+    file = not isinstance(data, Dataset) and str(data) != "rotten_tomatoes" and is_data_file(data)
+    if model is None and file:
         model = _load_model(bundle)  # a file's label names are the bundle's
-    name, rows, num_classes = _read_split(data, split, model, text_column, label_column)
-    if not isinstance(data, Dataset) and labelled_file_format(data) is not None:
-        split = None  # a labelled file is one split
-    rows = rows.head(max_rows)
+    got = load_labelled(data, split, label_names=tuple(model.labels) if file else None, options=data_options,
+                        text_column=text_column, label_column=label_column)
+    name = got.name if isinstance(data, Dataset) or file else str(data)
+    split, num_classes = got.split, got.num_classes
+    rows = got.rows.head(max_rows)
     model = model if model is not None else _load_model(bundle)
     t0 = time.perf_counter()
     predictions = model.predict(list(rows.texts), batch_size=batch_size, distances=True)
@@ -217,6 +211,10 @@ def evaluate_bundle(bundle: str | os.PathLike | Any, data: str | os.PathLike | D
         "plots": {},
         "notes": [],
     }
+    if file and split is None:
+        record["notes"].append(f"scored every row of {name}; to score only the test rows of a file the bundle was "
+                               "trained on, pass the training's --split-column or --valid-fraction / "
+                               "--test-fraction / --split-seed")
     if "md" not in scores and hasattr(model, "baselines") and model.baselines is None:
         record["notes"].append("no MD/RMD scores: the bundle carries no baselines.npz (re-export it from a "
                                "checkpoint with baseline statistics)")

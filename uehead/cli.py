@@ -28,11 +28,46 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+#: The data-file options of train / evaluate / calibrate: (argparse dest, DataFileOptions field).
+_DATA_FILE_OPTIONS = (("text_column", "text_column"), ("label_column", "label_column"),
+                      ("split_column", "split_column"), ("valid_fraction", "valid_fraction"),
+                      ("test_fraction", "test_fraction"), ("split_seed", "seed"))
+_SPLIT_OPTIONS = ("split_column", "valid_fraction", "test_fraction", "split_seed")
+
+
+def _data_options(a: argparse.Namespace, *, split_by_default: bool):
+    """The DataFileOptions of ``--data`` when it is a data file (None for a dataset folder or name).
+
+    ``split_by_default`` (train): the file is always split; otherwise (evaluate, calibrate) only
+    when a split option is given, and None means every row of the file."""
+    from uehead.datasets import BUILTIN, DataError, DataFileOptions, is_data_file
+
+    given = [dest for dest, _ in _DATA_FILE_OPTIONS if getattr(a, dest) is not None]
+    if str(a.data) in BUILTIN or not is_data_file(a.data):
+        if given:
+            flags = ", ".join("--" + d.replace("_", "-") for d in given)
+            raise DataError(f"--data {a.data}: {flags} apply to a .csv / .jsonl / .parquet data file only; a dataset "
+                            "folder has text and label fields and its own split files. Drop them.")
+        return None
+    if not split_by_default and not any(getattr(a, d) is not None for d in _SPLIT_OPTIONS):
+        return None
+    defaults = DataFileOptions()
+    return DataFileOptions(**{field: getattr(defaults, field) if getattr(a, dest) is None else getattr(a, dest)
+                              for dest, field in _DATA_FILE_OPTIONS})
+
+
+def _columns(a: argparse.Namespace) -> dict:
+    """text_column / label_column of a labelled file read whole (no split options)."""
+    return {"text_column": a.text_column or "text", "label_column": a.label_column or "label"}
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
+    options = _data_options(a, split_by_default=True)  # before torch is imported: a bad option fails fast
     from uehead.training import train
 
     train(model=a.model, data=a.data, out=a.out, heads=a.heads, max_train=a.max_train, epochs=a.epochs,
-          max_length=a.max_length, seed=a.seed, device=a.device, batch_size=a.batch_size, task=a.task)
+          max_length=a.max_length, seed=a.seed, device=a.device, batch_size=a.batch_size, task=a.task,
+          finetune=a.finetune, protocol=a.protocol, data_options=options)
     return 0
 
 
@@ -97,17 +132,19 @@ def _floats(value: str) -> tuple[float, ...]:
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     from uehead.calibration import calibrate
 
+    options = _data_options(a, split_by_default=False)
     calibrate(a.bundle, a.data, out=a.out, split=a.split, score=a.score, risk=a.risk, delta=a.delta,
               coverage=a.coverage, method=a.method, class_conditional=a.class_conditional,
-              text_column=a.text_column, label_column=a.label_column, batch_size=a.batch_size)
+              batch_size=a.batch_size, data_options=options, **_columns(a))
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from uehead.evaluation.evaluate import evaluate_bundle
 
+    options = _data_options(a, split_by_default=False)
     evaluate_bundle(a.bundle, a.data, split=a.split, json_out=a.json, plots=not a.no_plots,
-                    max_rows=a.max_rows, text_column=a.text_column, label_column=a.label_column)
+                    max_rows=a.max_rows, data_options=options, **_columns(a))
     return 0
 
 
@@ -186,11 +223,32 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _add_data_file_arguments(p: argparse.ArgumentParser, *, splits: str) -> None:
+    """--text-column ... --split-seed; ``splits`` says what happens to a file without a split column."""
+    p.add_argument("--text-column", default=None, help="column of a data file holding the texts (default: text)")
+    p.add_argument("--label-column", default=None,
+                   help="column of a data file holding the labels, names or integer ids (default: label)")
+    p.add_argument("--split-column", default=None,
+                   help="column of a data file giving each row's split: train, valid or test (any case; also "
+                        f"training, validation, val, dev, testing) (default: none; {splits})")
+    p.add_argument("--valid-fraction", type=float, default=None,
+                   help="share of each class held out as valid when a data file has no split column "
+                        "(default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="share of each class held out as test when a data file has no split column "
+                        "(default: 0.1)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of that per-class split; the same file, fractions and seed give the same rows "
+                        "(default: 0)")
+
+
 def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="LoRA fine-tune, merge, train uncertainty heads -> checkpoint")
     t.add_argument("--model", required=True,
                    help="minilm | smollm2 | path to a local Hugging Face model folder (required)")
-    t.add_argument("--data", required=True, help="rotten_tomatoes | path to a dataset folder (required)")
+    t.add_argument("--data", required=True,
+                   help="rotten_tomatoes | dataset folder | .csv/.jsonl/.jsonl.gz/.parquet data file of labelled "
+                        "texts (label names are sorted into ids) (required)")
     t.add_argument("--out", required=True, type=Path, help="checkpoint folder to write (required)")
     t.add_argument("--heads", type=_csv, default=("adue", "alien"), metavar="A,B",
                    help="comma list of head kinds to train (default: adue,alien)")
@@ -205,6 +263,14 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--task", default=SEQUENCE_CLASSIFICATION, choices=TASKS,
                    help="one label per text, or one BIO tag per word ({tokens, tags} rows; NER) "
                         f"(default: {SEQUENCE_CLASSIFICATION})")
+    t.add_argument("--finetune", default="lora", choices=("lora", "none"),
+                   help="lora: LoRA fine-tune --model, then merge; none: --model is an already fine-tuned "
+                        "classifier folder; skip LoRA and fit only the heads (default: lora)")
+    t.add_argument("--protocol", default="uehead", choices=("uehead", "authors"),
+                   help="how heads are trained: uehead (fit/select on valid halves) or authors (the AdUE "
+                        "authors' recipe: train-split features, early stopping on valid) (default: uehead)")
+    _add_data_file_arguments(t, splits="the file is split per class by --valid-fraction / --test-fraction, "
+                                       "seeded by --split-seed")
     t.set_defaults(func=_cmd_train)
 
 
@@ -285,10 +351,10 @@ def _add_evaluate_parser(sub) -> None:
     ev.add_argument("--data", required=True,
                     help="rotten_tomatoes | dataset folder | labelled .jsonl/.csv/.parquet file, labels as "
                          "names or ids (required)")
-    ev.add_argument("--text-column", default="text", help="text column of a labelled file (default: text)")
-    ev.add_argument("--label-column", default="label",
-                    help="label column of a labelled file, names or ids (default: label)")
-    ev.add_argument("--split", default="test", help="split of a dataset; unused for a file (default: test)")
+    ev.add_argument("--split", default="test",
+                    help="split of a dataset; of a data file when a split option below is given (default: test)")
+    _add_data_file_arguments(ev, splits="without a split option every row of a data file is scored; give the "
+                                        "training's split options to score only its --split rows")
     ev.add_argument("--json", required=True, type=Path, help="metrics JSON to write; plots go next to it (required)")
     ev.add_argument("--max-rows", type=int, default=None, help="score only the first N rows (default: all)")
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG plots (flag; default: plots drawn)")
@@ -301,9 +367,10 @@ def _add_calibrate_parser(sub) -> None:
     c.add_argument("bundle", type=Path, help="bundle folder to calibrate (never changed in place)")
     c.add_argument("--data", required=True,
                    help="rotten_tomatoes | dataset folder | .jsonl/.csv/.parquet file with text and label "
-                        "columns (required)")
+                        "columns, labels as names or ids (required)")
     c.add_argument("--split", default="valid",
-                   help="split of a dataset, never one the model was trained on (default: valid)")
+                   help="split of a dataset, or of a data file when a split option below is given; never one the "
+                        "model was trained on (default: valid)")
     c.add_argument("--out", required=True, type=Path,
                    help="folder of the calibrated bundle to write, must not exist (required)")
     c.add_argument("--score", default=None, help="score to calibrate (default: the bundle's default kind)")
@@ -317,8 +384,8 @@ def _add_calibrate_parser(sub) -> None:
                    help="conformal score of the prediction sets (default: lac)")
     c.add_argument("--class-conditional", action="store_true",
                    help="one conformal quantile per class, Mondrian (flag; default: one for all classes)")
-    c.add_argument("--text-column", default="text", help="text column of a labelled file (default: text)")
-    c.add_argument("--label-column", default="label", help="label column of a labelled file (default: label)")
+    _add_data_file_arguments(c, splits="without a split option every row of a data file is used; give the "
+                                       "training's split options to use only its --split rows")
     c.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call (default: 32)")
     c.set_defaults(func=_cmd_calibrate)
 

@@ -239,11 +239,11 @@ def load_labelled(data, split: str = "valid", *, label_names: tuple[str, ...] | 
         if options is None:
             return LabelledRows(Path(data).name, None, read_labelled_file(data, text_column, label_column, names),
                                 len(names))
-        rows = data_files.read_file_rows(data, options.text_column, options.label_column, options.split_column)
-        ids = data_files.label_ids(rows, names)
         which = data_files.SPLIT_ALIASES.get(str(split).strip().lower())
         if which is None:
             raise DataError(f"{data}: --split {split!r} is not a split of a data file; use train, valid or test.")
+        rows = data_files.read_file_rows(data, options.text_column, options.label_column, options.split_column)
+        ids = data_files.label_ids(rows, names)
         idx = data_files.split_rows(rows, ids, names, options, (which,), every_label_in_train=False)[which]
         return LabelledRows(rows.path.name, which, _rows(rows, ids, idx), len(names))
     if options is not None:

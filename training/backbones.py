@@ -8,17 +8,27 @@ Built-in names (nothing is downloaded: every load passes ``local_files_only=True
 
 Any local Hugging Face folder (or a ``.gguf`` file) with a supported architecture also works.
 
-Per METHOD.md, z is what the task classifier consumes:
+Per METHOD.md, z is what the task classifier consumes (the layers: ``uehead.checkpoint.CLASSIFIER_OF``):
 
-========== ============================ ================================== ====================
-family     z (pooling)                  classifier (head module)           model types
-========== ============================ ================================== ====================
-bert       pooler output ("pooler")     dropout + Linear(H, C) "linear"    bert
-roberta    first-token hidden state     dense + tanh + out_proj            roberta, xlm-roberta,
-           ("first_token")              ("dense_tanh_linear")              camembert
-llama      last non-pad token's hidden  ``score`` Linear(H, C, bias=False) llama, mistral, qwen2,
-           state ("last_token")         ("linear")                         qwen3
-========== ============================ ================================== ====================
+========== ============================ ==================================== ====================
+family     z (pooling)                  classifier (head module)             model types
+========== ============================ ==================================== ====================
+bert       pooler output ("pooler")     dropout + Linear(H, C) "linear"      bert
+roberta    first-token hidden state     dense + tanh + out_proj              roberta, xlm-roberta,
+           ("first_token")              ("dense_tanh_linear")                camembert
+distilbert first-token hidden state     pre_classifier + ReLU + classifier   distilbert
+                                        ("dense_relu_linear")
+electra    first-token hidden state     dense + GELU + out_proj              electra
+                                        ("dense_gelu_linear")
+deberta-v2 first-token hidden state     ContextPooler dense + pooler_hidden_ deberta-v2 (v2, v3)
+                                        act (gelu) + classifier Linear
+                                        ("dense_gelu_linear" for gelu)
+llama      last non-pad token's hidden  ``score`` Linear(H, C, bias=False)   llama, mistral, qwen2,
+           state ("last_token")         ("linear")                           qwen3
+========== ============================ ==================================== ====================
+
+A two-layer classifier (roberta, distilbert, electra, deberta-v2) is handed to training as one
+:class:`DenseHead` over the model's own two Linear layers, whatever attributes hold them.
 """
 from __future__ import annotations
 
@@ -30,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from uehead.checkpoint import ARCHITECTURE_OF_MODEL_TYPE, POOLING_OF
+from uehead.checkpoint import (ARCHITECTURE_OF_MODEL_TYPE, CLASSIFIER_OF, DENSE_HEAD_ACTIVATIONS, POOLING_OF,
+                               classifier_head_module, dense_head_prefixes)
 from uehead.token_task import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TOKEN_POOLING
 
 BUILTIN_MODELS = ("minilm", "smollm2")
@@ -41,17 +52,34 @@ _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class Family:
     """How one architecture family exposes z and its classifier."""
 
-    name: str               # "bert" | "roberta" | "llama"
+    name: str               # an architecture of uehead.checkpoint.POOLING_OF ("bert", "roberta", "llama", ...)
     pooling: str            # "pooler" | "first_token" | "last_token"
-    classifier_attr: str    # attribute of the *ForSequenceClassification model
-    module: str             # "linear" | "dense_tanh_linear"
+    classifier_attr: str    # attribute of the model holding the classifier's output layer
+    module: str             # head module of the classifier ("linear" or a dense one; per config: DeBERTa)
     lora_targets: tuple[str, ...]
+
+    @property
+    def classifier_attrs(self) -> tuple[str, ...]:
+        """Top-level attributes of every classifier layer: what LoRA should train in full
+        (``pooler`` too for DeBERTa-v2, whose ContextPooler is part of its classifier)."""
+        if self.module not in DENSE_HEAD_ACTIVATIONS:
+            return (self.classifier_attr,)
+        return tuple(dict.fromkeys(path.split(".")[0] for path in CLASSIFIER_OF[self.name].layers))
+
+
+def _family(name: str, lora_targets: tuple[str, ...]) -> Family:
+    layout = CLASSIFIER_OF[name]
+    return Family(name, POOLING_OF[name], layout.layers[-1].split(".")[0],
+                  classifier_head_module(name, {}), lora_targets)
 
 
 FAMILIES = {
-    "bert": Family("bert", POOLING_OF["bert"], "classifier", "linear", ("query", "key", "value")),
-    "roberta": Family("roberta", POOLING_OF["roberta"], "classifier", "dense_tanh_linear", ("query", "key", "value")),
-    "llama": Family("llama", POOLING_OF["llama"], "score", "linear", ("q_proj", "k_proj", "v_proj")),
+    "bert": _family("bert", ("query", "key", "value")),
+    "roberta": _family("roberta", ("query", "key", "value")),
+    "llama": _family("llama", ("q_proj", "k_proj", "v_proj")),
+    "distilbert": _family("distilbert", ("q_lin", "k_lin", "v_lin")),
+    "electra": _family("electra", ("query", "key", "value")),
+    "deberta-v2": _family("deberta-v2", ("query_proj", "key_proj", "value_proj")),
 }
 MODEL_TYPES = ARCHITECTURE_OF_MODEL_TYPE
 
@@ -101,9 +129,10 @@ def family_of(config) -> Family:
     fam = MODEL_TYPES.get(config.model_type)
     if fam is None:
         raise ValueError(f"model_type {config.model_type!r} is not supported; supported: "
-                         f"{', '.join(sorted(MODEL_TYPES))} (ELECTRA's head uses GELU, not tanh, and is not "
-                         "covered by the checkpoint format)")
-    return FAMILIES[fam]
+                         f"{', '.join(sorted(MODEL_TYPES))}")
+    family = FAMILIES[fam]
+    module = classifier_head_module(fam, config.to_dict())  # DeBERTa: its pooler_hidden_act
+    return family if module == family.module else dataclasses.replace(family, module=module)
 
 
 def token_family(family: Family) -> Family:
@@ -146,13 +175,20 @@ def load_backbone(source: ModelSource, label_names: tuple[str, ...], max_length:
             ignore_mismatched_sizes=True, dtype=torch.float32, **kw)
     finally:
         hf_logging.set_verbosity(verbosity)
+    prepare(model, tokenizer, family, source, max_length)
+    return model, tokenizer, token_family(family) if token else family
+
+
+def prepare(model, tokenizer, family: Family, source: ModelSource, max_length: int) -> None:
+    """What every loaded backbone gets: a fast tokenizer (checked), ``max_length`` within the
+    position embeddings, decoders' pad = eos, right padding, ``config.pad_token_id`` set, float32."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{source.folder}: needs a fast tokenizer (tokenizer.json); got {type(tokenizer).__name__}")
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and max_length > limit:
         raise ValueError(f"max_length={max_length} exceeds the model's max_position_embeddings={limit}; "
                          f"pass --max-length {limit} or less")
-    if family.name == "llama":
+    if family.pooling == POOLING_OF["llama"]:
         _fix_decoder_tokens(tokenizer, model, gguf=source.gguf_file is not None)
     if tokenizer.pad_token is None:
         raise ValueError(f"{source.folder}: the tokenizer has no pad token and no eos token to use as one")
@@ -160,7 +196,6 @@ def load_backbone(source: ModelSource, label_names: tuple[str, ...], max_length:
     tokenizer.model_max_length = max(int(max_length), int(min(tokenizer.model_max_length, 10**6)))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.float()
-    return model, tokenizer, token_family(family) if token else family
 
 
 def _fix_decoder_tokens(tokenizer, model, gguf: bool) -> None:
@@ -176,8 +211,43 @@ def _fix_decoder_tokens(tokenizer, model, gguf: bool) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+class DenseHead(torch.nn.Module):
+    """out(act(dense(z))) over a model's own two Linear layers (shared, not copied). Its state_dict
+    keys are the checkpoint's (``uehead.checkpoint.HEAD_MODULE_KEYS`` of ``module``)."""
+
+    def __init__(self, module: str, dense: torch.nn.Linear, out: torch.nn.Linear):
+        super().__init__()
+        from uehead.training.heads import TORCH_ACTIVATIONS
+
+        self.activation = TORCH_ACTIVATIONS[DENSE_HEAD_ACTIVATIONS[module]]
+        self.in_features, self.num_classes, self.has_bias = dense.in_features, out.out_features, out.bias is not None
+        hidden, out_name = (prefix.rstrip(".") for prefix in dense_head_prefixes(module))
+        self._hidden, self._out = hidden, out_name
+        self.add_module(hidden, dense)
+        if out_name:
+            self.add_module(out_name, out)
+        else:  # the output layer's own weight / bias, registered directly (keys as in a "linear" head)
+            self.weight, self.bias = out.weight, out.bias
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.activation(getattr(self, self._hidden)(z))
+        if self._out:
+            return getattr(self, self._out)(h)
+        return torch.nn.functional.linear(h, self.weight, self.bias)
+
+
+def _layer(model, path: str) -> torch.nn.Module:
+    for name in path.split("."):
+        model = getattr(model, name)
+    return model
+
+
 def classifier_module(model, family: Family) -> torch.nn.Module:
-    return getattr(model, family.classifier_attr)
+    """The model's classifier as a module on z: its Linear for ``linear``, else a :class:`DenseHead`."""
+    if family.module not in DENSE_HEAD_ACTIVATIONS:
+        return getattr(model, family.classifier_attr)
+    dense, out = (_layer(model, path) for path in CLASSIFIER_OF[family.name].layers)
+    return DenseHead(family.module, dense, out)
 
 
 def pool(model, family: Family, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -196,14 +266,12 @@ def pool(model, family: Family, input_ids: torch.Tensor, attention_mask: torch.T
 def classify(model, family: Family, z: torch.Tensor) -> torch.Tensor:
     """Task logits from z through the model's own classifier (eval mode: dropout is identity)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = classifier_module(base, family)
-    if family.module == "dense_tanh_linear":
-        return head(z[:, None, :])  # RobertaClassificationHead takes [B, T, H] and reads token 0
-    return head(z)
+    return classifier_module(base, family)(z)
 
 
 def head_shape(model, family: Family) -> tuple[int, int, bool]:
-    """(in_features H, num_classes C, has_bias) of the classifier's output layer."""
+    """(in_features H, num_classes C, has_bias) of the classifier (z's width, the output layer's size)."""
     head = classifier_module(model, family)
-    out = head.out_proj if family.module == "dense_tanh_linear" else head
-    return out.in_features, out.out_features, out.bias is not None
+    if isinstance(head, DenseHead):
+        return head.in_features, head.num_classes, head.has_bias
+    return head.in_features, head.out_features, head.bias is not None

@@ -9,10 +9,13 @@ turned into an uncertainty score, **higher = more uncertain**:
   not public): the same copied head, U = H(softmax(h(z))) / log C, which at initialisation *is*
   the model's normalised entropy; trained with BCE + alpha * mean(U - U_H/log C)^2 + beta * L2-SP.
 
-Parameter dicts use the classifier module's own ``state_dict`` keys: ``linear`` -> ``weight``
-[C, H] (+ ``bias`` [C]); ``dense_tanh_linear`` (RoBERTa) -> ``dense.weight`` [H, H], ``dense.bias``,
-``out_proj.weight`` [C, H], ``out_proj.bias``; ``sigmoid_linear`` (ablation only) -> ``weight``
-[1, H], ``bias`` [1].
+Parameter dicts use the checkpoint's state-dict keys (:data:`uehead.checkpoint.HEAD_MODULE_KEYS`):
+``linear`` -> ``weight`` [C, H] (+ ``bias`` [C]); the dense modules out(act(dense(z)))
+(:data:`uehead.checkpoint.DENSE_HEAD_ACTIVATIONS`) -> ``dense_tanh_linear`` (RoBERTa):
+``dense.weight`` [H, H], ``dense.bias``, ``out_proj.weight`` [C, H], ``out_proj.bias``; the others
+(DistilBERT relu, ELECTRA / DeBERTa-v2 gelu, ...): ``dense_<act>.weight`` [H, H], ``dense_<act>.bias``,
+``weight`` [C, H], ``bias``. The keys alone say which module (and activation) a dict is, so the
+forward passes take nothing else. ``sigmoid_linear`` (ablation only) -> ``weight`` [1, H], ``bias`` [1].
 """
 from __future__ import annotations
 
@@ -22,10 +25,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from uehead.checkpoint import DENSE_HEAD_ACTIVATIONS, dense_head_prefixes, head_module_of_keys
 from uehead.scores import DEFAULT_LAMBDA, head_kind, head_kinds, head_params, resolve
 from uehead.training.losses import sigmoid_uncertainty
 
-MODULES = ("linear", "dense_tanh_linear", "sigmoid_linear")
+MODULES = ("linear", *DENSE_HEAD_ACTIVATIONS, "sigmoid_linear")
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+#: The activation of every dense module, in torch (the stacked forward) and numpy (float64 reference).
+TORCH_ACTIVATIONS = {
+    "tanh": torch.tanh, "relu": torch.relu, "gelu": torch.nn.functional.gelu,
+    "gelu_new": lambda x: torch.nn.functional.gelu(x, approximate="tanh"), "silu": torch.nn.functional.silu}
+
+
+def _gelu_numpy(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+NUMPY_ACTIVATIONS = {
+    "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "gelu": _gelu_numpy,
+    "gelu_new": lambda x: 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))),
+    "silu": lambda x: x / (1.0 + np.exp(-x))}
 #: Score of the ``adue_rand_linear`` ablation only (a one-output head whose sigmoid is U); not a
 #: registered head kind, so it is never saved as a head nor served from a bundle.
 SIGMOID_SCORE = "sigmoid"
@@ -40,7 +61,7 @@ class HeadVariant:
         score: a registered head kind (:func:`uehead.scores.head_kind`) or ``sigmoid`` (the
             ablation-only score of ``adue_rand_linear``): how the head's output becomes U.
         init: ``classifier`` (copy of the task head) | ``random`` (PyTorch default Linear init).
-        module: ``linear`` | ``dense_tanh_linear`` | ``sigmoid_linear``.
+        module: one of :data:`MODULES` (``linear``, a dense module, or ``sigmoid_linear``).
         alphas / betas: grid values of the alignment and L2-SP weights (``(0.0,)`` disables a term).
         target: ``sr`` (U_SR) or ``nent`` (U_H / log C), the alignment target; by default the
             registered kind's ``target`` (``sr`` for the sigmoid ablation, an AdUE variant).
@@ -78,28 +99,42 @@ def random_params(module: str, in_features: int, num_classes: int, bias: bool, s
 
     if module == "linear":
         return linear("", in_features, num_classes, bias)
-    if module == "dense_tanh_linear":
-        return {**linear("dense.", in_features, in_features, True), **linear("out_proj.", in_features, num_classes, True)}
+    if module in DENSE_HEAD_ACTIVATIONS:
+        hidden, out = dense_head_prefixes(module)
+        return {**linear(hidden, in_features, in_features, True), **linear(out, in_features, num_classes, True)}
     if module == "sigmoid_linear":
         return linear("", in_features, 1, True)
     raise ValueError(f"unknown head module {module!r}; choose from {MODULES}")
 
 
+def _dense_layers(params) -> tuple[str, str, str] | None:
+    """(activation, hidden prefix, output prefix) of a dense module's dict; None for a linear one."""
+    module = head_module_of_keys(params)
+    if module == "linear":
+        return None
+    return (DENSE_HEAD_ACTIVATIONS[module], *dense_head_prefixes(module))
+
+
 def forward_numpy(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """Head outputs [N, C] (or [N, 1]) in float64 from one parameter dict."""
     z = np.asarray(z, dtype=np.float64)
-    if "dense.weight" in params:
-        h = np.tanh(z @ params["dense.weight"].T.astype(np.float64) + params["dense.bias"])
-        return h @ params["out_proj.weight"].T.astype(np.float64) + params["out_proj.bias"]
+    dense = _dense_layers(params)
+    if dense is not None:
+        act, hid, out = dense
+        z = NUMPY_ACTIVATIONS[act](z @ params[hid + "weight"].T.astype(np.float64) + params[hid + "bias"])
+        return z @ params[out + "weight"].T.astype(np.float64) + params[out + "bias"]
     out = z @ params["weight"].T.astype(np.float64)
     return out + params["bias"] if "bias" in params else out
 
 
 def forward_stacked(params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
     """Outputs [K, N, C] of K stacked heads (every tensor has a leading K axis) on shared z [N, H]."""
-    if "dense.weight" in params:
-        h = torch.tanh(torch.einsum("nh,kgh->kng", z, params["dense.weight"]) + params["dense.bias"][:, None, :])
-        return torch.einsum("kng,kcg->knc", h, params["out_proj.weight"]) + params["out_proj.bias"][:, None, :]
+    dense = _dense_layers(params)
+    if dense is not None:
+        act, hid, out = dense
+        h = TORCH_ACTIVATIONS[act](torch.einsum("nh,kgh->kng", z, params[hid + "weight"])
+                                   + params[hid + "bias"][:, None, :])
+        return torch.einsum("kng,kcg->knc", h, params[out + "weight"]) + params[out + "bias"][:, None, :]
     out = torch.einsum("nh,kch->knc", z, params["weight"])
     return out + params["bias"][:, None, :] if "bias" in params else out
 

@@ -3,8 +3,8 @@
 A checkpoint is a folder (``uehead train --out CKPT``)::
 
     model/                      merged Hugging Face classifier + fast tokenizer (save_pretrained)
-    heads/<kind>.safetensors    one uncertainty head's weights (float32); the keys are the task
-                                classifier module's own state_dict keys (see HEAD_MODULE_KEYS)
+    heads/<kind>.safetensors    one uncertainty head's weights (float32), keyed as HEAD_MODULE_KEYS
+                                says for its module (a copy of the task classifier on z)
     heads/<kind>.json           the head's settings: kind, lam, module, in_features, num_classes,
                                 bias, init, hyperparameters, validation
     baselines/md.npz            Mahalanobis statistics of raw z (uehead.bundle.BASELINE_KEYS, float64)
@@ -34,7 +34,9 @@ from uehead.token_task import ALIGNMENTS, SEQUENCE_CLASSIFICATION, TASKS, TOKEN_
 
 __all__ = [
     "FORMAT_VERSION", "MODEL_DIR", "HEADS_DIR", "BASELINES_DIR", "SCORES_DIR", "TRAINING_JSON", "SCORE_META",
-    "HEAD_MODULE_KEYS", "POOLING_OF", "ARCHITECTURE_OF_MODEL_TYPE", "CheckpointError", "HeadWeights", "Checkpoint", "read_checkpoint",
+    "HEAD_MODULE_KEYS", "DENSE_HEAD_ACTIVATIONS", "HF_ACTIVATIONS", "POOLING_OF", "ARCHITECTURE_OF_MODEL_TYPE",
+    "CLASSIFIER_OF", "ClassifierLayout", "classifier_head_module", "dense_head_module", "dense_head_prefixes",
+    "head_module_of_keys", "hidden_size_of", "CheckpointError", "HeadWeights", "Checkpoint", "read_checkpoint",
     "is_checkpoint", "model_dir", "resolve_model_dir", "write_json", "write_training", "write_head", "write_md",
     "write_scores", "read_training", "read_head", "read_md", "read_scores",
 ]
@@ -47,20 +49,109 @@ TRAINING_JSON = "training.json"
 MD_FILE, MD_L2_FILE = "md.npz", "md_l2.npz"
 #: Arrays of every scores/<split>.npz besides the per-method scores.
 SCORE_META = ("labels", "predictions", "errors")
+#: Head modules of the form out(act(dense(z))) -> the activation between the two layers: the
+#: classifier blocks on z of RoBERTa (tanh), DistilBERT (relu), ELECTRA and DeBERTa-v2 (gelu). The one
+#: list of them; the numpy and torch forwards in training and export are keyed by these activations.
+#: (``gelu`` is the exact erf GELU; ``gelu_new`` its tanh approximation.)
+DENSE_HEAD_ACTIVATIONS = {"dense_tanh_linear": "tanh", "dense_relu_linear": "relu", "dense_gelu_linear": "gelu",
+                          "dense_gelu_new_linear": "gelu_new", "dense_silu_linear": "silu"}
+#: transformers activation names (``ACT2FN`` keys, e.g. ``config.pooler_hidden_act``) a head module covers.
+HF_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "gelu": "gelu", "gelu_new": "gelu_new",
+                  "gelu_pytorch_tanh": "gelu_new", "gelu_fast": "gelu_new", "silu": "silu", "swish": "silu"}
+
+
+def dense_head_prefixes(module: str) -> tuple[str, str]:
+    """(hidden layer, output layer) state-dict key prefixes of a dense head module.
+
+    A head's weights are all that training's forward passes see, so the keys name the activation:
+    ``dense_<act>.`` + the plain ``weight`` / ``bias`` of the output layer (as in ``linear``), except
+    ``dense_tanh_linear``, which keeps RoBERTa's own ``dense.`` / ``out_proj.`` (version-1 checkpoints)."""
+    act = DENSE_HEAD_ACTIVATIONS[module]
+    return ("dense.", "out_proj.") if act == "tanh" else (f"dense_{act}.", "")
+
+
+def dense_head_module(activation: str) -> str:
+    """The head module for a transformers activation name (ValueError when no module covers it)."""
+    act = HF_ACTIVATIONS.get(str(activation))
+    if act is None:
+        raise ValueError(f"activation {activation!r} has no head module; supported: {', '.join(sorted(HF_ACTIVATIONS))}")
+    return next(m for m, a in DENSE_HEAD_ACTIVATIONS.items() if a == act)
+
+
 #: Module kinds a head json may name, and the state-dict keys each one holds ("linear" may add "bias").
 HEAD_MODULE_KEYS = {
     "linear": ("weight",),
-    "dense_tanh_linear": ("dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"),
+    **{m: (h + "weight", h + "bias", o + "weight", o + "bias")
+       for m, (h, o) in ((m, dense_head_prefixes(m)) for m in DENSE_HEAD_ACTIVATIONS)},
 }
+
+
+def head_module_of_keys(keys) -> str:
+    """The head module whose weights have exactly these state-dict keys (ValueError for none)."""
+    keys = set(keys)
+    for module, expected in HEAD_MODULE_KEYS.items():
+        if keys == set(expected) or (module == "linear" and keys == {"weight", "bias"}):
+            return module
+    raise ValueError(f"head weights with keys {sorted(keys)} match no head module ({sorted(HEAD_MODULE_KEYS)})")
+
+
 #: Architecture -> the pooling that defines z (METHOD.md).
-POOLING_OF = {"bert": "pooler", "roberta": "first_token", "llama": "last_token"}
+POOLING_OF = {"bert": "pooler", "roberta": "first_token", "llama": "last_token",
+              "distilbert": "first_token", "electra": "first_token", "deberta-v2": "first_token"}
 #: Hugging Face model_type -> architecture family: what training accepts, and what export assumes
 #: for a checkpoint whose training.json does not say.
 ARCHITECTURE_OF_MODEL_TYPE = {
     "bert": "bert",
     "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
     "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama",
+    "distilbert": "distilbert", "electra": "electra", "deberta-v2": "deberta-v2",  # DeBERTa v2 and v3
 }
+
+
+@dataclass(frozen=True)
+class ClassifierLayout:
+    """Where an architecture's task classifier on z lives in its ``*ForSequenceClassification``."""
+
+    layers: tuple[str, ...]             # dotted paths of its nn.Linear layers: (output,) | (hidden, output)
+    activation: str | None = None       # transformers' name of the activation between them
+    activation_key: str | None = None   # the config key that overrides it (DeBERTa's pooler_hidden_act)
+
+    def activation_of(self, config: dict[str, Any]) -> str | None:
+        if self.activation_key is not None and config.get(self.activation_key) is not None:
+            return str(config[self.activation_key])
+        return self.activation
+
+
+#: Architecture -> its classifier on z (dropout, a no-op in eval, left out).
+CLASSIFIER_OF = {
+    "bert": ClassifierLayout(("classifier",)),
+    "llama": ClassifierLayout(("score",)),
+    "roberta": ClassifierLayout(("classifier.dense", "classifier.out_proj"), "tanh"),
+    "distilbert": ClassifierLayout(("pre_classifier", "classifier"), "relu"),
+    # ElectraClassificationHead applies get_activation("gelu") whatever config.hidden_act says.
+    "electra": ClassifierLayout(("classifier.dense", "classifier.out_proj"), "gelu"),
+    # ContextPooler (first token -> dense -> pooler_hidden_act), then the `classifier` Linear.
+    "deberta-v2": ClassifierLayout(("pooler.dense", "classifier"), "gelu", "pooler_hidden_act"),
+}
+
+
+def classifier_head_module(architecture: str, config: dict[str, Any]) -> str:
+    """The head module of ``architecture``'s classifier for a model config (a dict): ``linear`` or
+    a dense module (ValueError for an activation no head module covers)."""
+    layout = CLASSIFIER_OF[architecture]
+    if len(layout.layers) == 1:
+        return "linear"
+    return dense_head_module(layout.activation_of(config))
+
+
+def hidden_size_of(config: dict[str, Any]) -> int:
+    """Width of z from a config.json dict (DistilBERT calls it ``dim``); 0 when absent."""
+    for key in ("hidden_size", "dim"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return 0
+
+
 _RETRAIN = "re-run `uehead train`."
 
 
@@ -282,7 +373,7 @@ def _architecture(training: dict[str, Any], config: dict[str, Any], path: Path) 
         raise CheckpointError(
             f"architecture {arch!r} (model_type {config.get('model_type')!r}) is not supported by the exporter; "
             f"it knows {sorted(POOLING_OF)}.", path=path,
-            fix="train a BERT-family, RoBERTa-style or LLaMA-family classifier.")
+            fix=f"train a classifier of a supported model_type ({', '.join(sorted(ARCHITECTURE_OF_MODEL_TYPE))}).")
     return arch
 
 
@@ -316,12 +407,14 @@ def _check_head(root: Path, kind: str, hidden: int, num_classes: int) -> HeadWei
     if set(state) != expected:
         raise CheckpointError(f"holds keys {sorted(state)}, expected {sorted(expected)} for module {module!r}.",
                               path=weights_path, fix=fix)
-    out_w = state["weight"] if module == "linear" else state["out_proj.weight"]
-    in_w = state["weight"] if module == "linear" else state["dense.weight"]
-    if out_w.shape[0] != num_classes or in_w.shape[1] != hidden:
+    hidden_prefix, out_prefix = ("", "") if module == "linear" else dense_head_prefixes(module)
+    out_w, in_w = state[out_prefix + "weight"], state[hidden_prefix + "weight"]
+    chained = module == "linear" or out_w.shape[1] == in_w.shape[0]
+    if out_w.shape[0] != num_classes or in_w.shape[1] != hidden or not chained:
         raise CheckpointError(
-            f"weights map {in_w.shape[1]} features to {out_w.shape[0]} classes; the model has hidden size "
-            f"{hidden} and {num_classes} classes.", path=weights_path, fix=fix)
+            f"weights map {in_w.shape[1]} features to {out_w.shape[0]} classes (layers {in_w.shape[::-1]}, "
+            f"{out_w.shape[::-1]}); the model has hidden size {hidden} and {num_classes} classes.",
+            path=weights_path, fix=fix)
     try:
         params = head_params(kind, meta)
     except ValueError as exc:
@@ -360,7 +453,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"max_length {max_length!r} is not a positive integer.", path=where,
                               fix="write the tokenizer max_length used in training.")
     labels = _label_names(training, config, where)
-    hidden = int(config.get("hidden_size", 0))
+    hidden = hidden_size_of(config)
     heads = {kind: _check_head(root, kind, hidden, len(labels)) for kind in _present_kinds(root)}
     return Checkpoint(root=root, training=training, architecture=arch, pooling=pooling, max_length=max_length,
                       label_names=labels, hidden_size=hidden, heads=heads,

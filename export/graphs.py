@@ -2,14 +2,16 @@
 (TorchScript) exporter (``dynamo=False``: its graph ran faster in ONNX Runtime than the dynamo one).
 
 * ``backbone.onnx``: the tokenizer's tensors -> ``features`` (z, float32 [batch, hidden]), with z
-  computed inside the graph as METHOD.md defines it: BERT-family = pooled output, RoBERTa-style =
-  first-token hidden state, LLaMA-family = hidden state of the last non-pad token (right padding,
-  found from ``attention_mask``). Batch and sequence axes are dynamic.
+  computed inside the graph as METHOD.md defines it (``uehead.checkpoint.POOLING_OF``): BERT-family =
+  pooled output; RoBERTa-style, DistilBERT, ELECTRA, DeBERTa-v2 = first-token hidden state;
+  LLaMA-family = hidden state of the last non-pad token (right padding, found from
+  ``attention_mask``). Batch and sequence axes are dynamic.
   Token classification (:class:`TokenFeatures`): every position's last hidden state,
   float32 [batch, sequence, hidden]; the runtime gathers each word's first sub-token.
 * ``head.onnx``: ``features`` -> ``task_logits`` (the merged model's own classifier, so predictions
   never change) plus ``<kind>_logits`` for each trained uncertainty head; when all of them are
-  linear layers, one Gemm on the concatenated weights followed by a Split.
+  linear layers, one Gemm on the concatenated weights followed by a Split. A two-layer classifier
+  (``uehead.checkpoint.CLASSIFIER_OF``) and its heads are :class:`DenseActLinear` blocks.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from uehead.checkpoint import HeadWeights
+from uehead.checkpoint import (CLASSIFIER_OF, DENSE_HEAD_ACTIVATIONS, HF_ACTIVATIONS, POOLING_OF, HeadWeights,
+                               dense_head_prefixes)
 
 #: Tensors a backbone may take, in the order the graph (and the manifest) lists them.
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -35,16 +38,31 @@ def head_output_name(kind: str) -> str:
     return f"{kind}_logits"
 
 
-class DenseTanhLinear(nn.Module):
+#: Each dense head module's activation as a torch function (opset 17 has no Gelu op: exported as Erf / Tanh).
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "gelu": nn.functional.gelu,
+               "gelu_new": lambda x: nn.functional.gelu(x, approximate="tanh"), "silu": nn.functional.silu}
+
+
+class DenseActLinear(nn.Module):
+    """A two-layer classifier block on z (already pooled): out_proj(act(dense(z))), ``activation``
+    one of ACTIVATIONS (RoBERTa tanh, DistilBERT relu, ELECTRA / DeBERTa-v2 gelu)."""
+
+    def __init__(self, in_features: int, num_classes: int, activation: str = "tanh", hidden: int | None = None):
+        super().__init__()
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]
+        self.dense = nn.Linear(in_features, hidden or in_features)
+        self.out_proj = nn.Linear(hidden or in_features, num_classes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.act(self.dense(z)))
+
+
+class DenseTanhLinear(DenseActLinear):
     """RoBERTa-style classifier block on z (already the first-token state): out_proj(tanh(dense(z)))."""
 
     def __init__(self, in_features: int, num_classes: int):
-        super().__init__()
-        self.dense = nn.Linear(in_features, in_features)
-        self.out_proj = nn.Linear(in_features, num_classes)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(torch.tanh(self.dense(z)))
+        super().__init__(in_features, num_classes, "tanh")
 
 
 class BackboneFeatures(nn.Module):
@@ -58,9 +76,10 @@ class BackboneFeatures(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         inputs = dict(zip(self.input_names, tensors))
-        if self.architecture == "bert":
+        pooling = POOLING_OF[self.architecture]
+        if pooling == "pooler":
             return self.base(**inputs).pooler_output
-        if self.architecture == "roberta":
+        if pooling == "first_token":
             return self.base(**inputs).last_hidden_state[:, 0]
         # LLaMA-family, right padding. Causal attention means pad positions (all after the last real
         # token) cannot change the last real token's state, and HF position ids are 0..T-1 either
@@ -79,7 +98,7 @@ class TokenFeatures(BackboneFeatures):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         inputs = dict(zip(self.input_names, tensors))
-        if self.architecture == "llama":
+        if POOLING_OF[self.architecture] == "last_token":  # decoders
             # Right padding + causal attention: real positions never see pads (see BackboneFeatures).
             # Zeroing the pad positions keeps attention_mask an input of the graph (it is otherwise unused).
             hidden = self.base(input_ids=inputs["input_ids"], use_cache=False).last_hidden_state
@@ -129,37 +148,54 @@ def head_graph_module(task: nn.Module, heads: dict[str, nn.Module]) -> nn.Module
     return HeadLogits(task, heads).eval()
 
 
+def _layer(model: nn.Module, path: str) -> nn.Module:
+    for name in path.split("."):
+        model = getattr(model, name)
+    return model
+
+
+def _dense_block(activation: str, dense: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> DenseActLinear:
+    """A :class:`DenseActLinear` holding copies of two layers' ``weight`` / ``bias``."""
+    hidden, in_f = dense["weight"].shape
+    block = DenseActLinear(in_f, out["weight"].shape[0], activation, hidden=hidden)
+    block.load_state_dict({**{f"dense.{k}": v for k, v in dense.items()},
+                           **{f"out_proj.{k}": v for k, v in out.items()}}, strict=True)
+    return block.eval()
+
+
 def task_classifier(model: nn.Module, architecture: str) -> nn.Module:
-    """The merged model's classifier as a module on z (dropout is a no-op in eval and is left out)."""
-    if architecture == "bert":
-        return model.classifier
-    if architecture == "llama":
-        return model.score
-    if architecture == "roberta":
-        block = model.classifier
-        out = DenseTanhLinear(block.dense.in_features, block.out_proj.out_features)
-        out.load_state_dict({f"{k}": v for k, v in block.state_dict().items()})
-        return out.eval()
-    raise ValueError(f"unknown architecture {architecture!r}")
+    """The merged model's classifier as a module on z (dropout is a no-op in eval and is left out):
+    its Linear, or a :class:`DenseActLinear` copy of its two layers (``uehead.checkpoint.CLASSIFIER_OF``)."""
+    if architecture not in CLASSIFIER_OF:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    layout = CLASSIFIER_OF[architecture]
+    layers = [_layer(model, path) for path in layout.layers]
+    if len(layers) == 1:
+        return layers[0]
+    activation = layout.activation_of(model.config.to_dict())
+    if activation not in HF_ACTIVATIONS:
+        raise ValueError(f"{architecture}: classifier activation {activation!r} is not one of {sorted(HF_ACTIVATIONS)}")
+    return _dense_block(HF_ACTIVATIONS[activation], *(layer.state_dict() for layer in layers))
 
 
 def head_module(head: HeadWeights) -> nn.Module:
-    """Build an uncertainty head (``linear`` or ``dense_tanh_linear``) from its checkpoint weights."""
+    """Build an uncertainty head (``linear`` or a dense module) from its checkpoint weights."""
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in head.state_dict.items()}
     if head.module == "linear":
         out_f, in_f = sd["weight"].shape
         module = nn.Linear(in_f, out_f, bias="bias" in sd)
-    else:
-        out_f, in_f = sd["out_proj.weight"].shape[0], sd["dense.weight"].shape[1]
-        module = DenseTanhLinear(in_f, out_f)
-    module.load_state_dict(sd, strict=True)
-    return module.eval()
+        module.load_state_dict(sd, strict=True)
+        return module.eval()
+    hidden, out = dense_head_prefixes(head.module)
+    return _dense_block(DENSE_HEAD_ACTIVATIONS[head.module], {k: sd[hidden + k] for k in ("weight", "bias")},
+                        {k: sd[out + k] for k in ("weight", "bias")})
 
 
 def backbone_input_names(model: nn.Module, tokenizer, architecture: str) -> tuple[str, ...]:
     """The tokenizer's tensors the backbone takes, in TOKEN_INPUTS order."""
     names = set(tokenizer.model_input_names)
-    if architecture == "llama" or getattr(model.config, "type_vocab_size", 0) in (0, None):
+    # Decoders, and encoders without token type embeddings (DistilBERT, DeBERTa-v3), take none.
+    if POOLING_OF.get(architecture) == "last_token" or getattr(model.config, "type_vocab_size", 0) in (0, None):
         names.discard("token_type_ids")
     names.add("input_ids")
     names.add("attention_mask")

@@ -1,8 +1,9 @@
 """Validation on every export (the optimum habit): PyTorch and the runtime's code on the same token ids.
 
 * :class:`TorchReference` - the oracle: plain transformers (the merged model's own forward for the
-  task logits, its base model for z) plus the head weights applied with ``F.linear``. It shares no
-  code with the wrapper modules in ``graphs.py``, so a broken wrapper fails validation.
+  task logits, its base model for z) plus the head weights applied with ``F.linear`` (and the dense
+  modules' activations, written out here). It shares no code with the wrapper modules in
+  ``graphs.py``, so a broken wrapper fails validation.
 * :class:`OnnxPipeline` - backbone.onnx -> head.onnx in sessions built by the runtime's
   :func:`~uehead.runtime.session.make_session`.
 * :func:`scores` - probabilities and every score through the head-kind registry: the numpy
@@ -26,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from uehead import scores as reference
-from uehead.checkpoint import Checkpoint, HeadWeights
+from uehead.checkpoint import DENSE_HEAD_ACTIVATIONS, POOLING_OF, Checkpoint, HeadWeights, dense_head_prefixes
 from uehead.export.errors import ExportValidationError
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
 from uehead.scores import NonFiniteLogitsError, head_kind, head_params, score_names
@@ -77,12 +78,15 @@ class TorchReference:
 
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
         base = getattr(self.model, self.model.base_model_prefix)
+        activations = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu, "silu": F.silu,
+                       "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))}
         with torch.no_grad():
             task = self.model(**t).logits
             out = base(**t)
-            if self.architecture == "bert":
+            pooling = POOLING_OF[self.architecture]
+            if pooling == "pooler":
                 z = out.pooler_output
-            elif self.architecture == "roberta":
+            elif pooling == "first_token":
                 z = out.last_hidden_state[:, 0]
             else:
                 last = np.maximum(batch["attention_mask"].sum(axis=1) - 1, 0)
@@ -93,8 +97,10 @@ class TorchReference:
                 if head.module == "linear":
                     logits = F.linear(z, w["weight"], w.get("bias"))
                 else:
-                    logits = F.linear(torch.tanh(F.linear(z, w["dense.weight"], w["dense.bias"])),
-                                      w["out_proj.weight"], w["out_proj.bias"])
+                    hid, o = dense_head_prefixes(head.module)
+                    act = activations[DENSE_HEAD_ACTIVATIONS[head.module]]
+                    logits = F.linear(act(F.linear(z, w[hid + "weight"], w[hid + "bias"])),
+                                      w[o + "weight"], w[o + "bias"])
                 result[head_output_name(kind)] = logits
         return {k: v.float().numpy() for k, v in result.items()}
 

@@ -70,7 +70,10 @@ def make_family_dir(out: Path, family: str, seed: int = 0, labels=("class_0", "c
     out.mkdir(parents=True, exist_ok=True)
     backend = make_tokenizer(style)
     if style == "bert":
-        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in ("bert", "electra") else [])
+        # As their own tokenizers do: DeBERTa-v2's returns token_type_ids its model ignores (type_vocab_size 0),
+        # DistilBERT's none (its model refuses them).
+        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in ("bert", "electra", "deberta-v2")
+                                                    else [])
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                       model_max_length=POSITIONS, model_input_names=inputs)
@@ -124,6 +127,7 @@ def test_posthoc_heads_export_and_serve_like_the_original_model(family, tiny_row
     assert read.training["merge_max_abs_diff"] == 0.0
     manifest = export_bundle(ckpt, tmp_path / "bundle", progress=False)
     assert manifest.reports["validation"]["passed"]
+    assert ("token_type_ids" in manifest.backbone.input_names) == (family in ("bert", "electra"))
     test_texts = list(load_dataset(tiny_rows, splits=("test",))["test"].texts)
     texts = test_texts + ["", "good", "bad " * 40]
     got = runtime.load(tmp_path / "bundle", threads=1).predict(texts, distances=True)

@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="output stem: writes OUT.json and OUT.md (default benchmarks/results/paper_<model>)")
     p.add_argument("--keep-models", action="store_true", help="keep each run's merged model folder (large)")
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables from existing runs")
+    p.add_argument("--protocol", default="uehead", choices=("uehead", "authors"),
+                   help="how the heads are trained (train()'s protocol; default uehead)")
+    p.add_argument("--lora-from", type=Path, default=None,
+                   help="reuse the merged models of another --work folder's runs (trained with --keep-models): "
+                        "fit only the heads on them (finetune none), so two protocols share one LoRA run "
+                        "(default: LoRA fine-tune here)")
+    p.add_argument("--warmup-ratio", type=float, default=None,
+                   help="LoRA warm-up share of the steps (default: the protocol's: uehead 0.1, authors 5/30)")
     p.add_argument("--train-progress", action="store_true", help="also show train()'s own progress bars")
     return p
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from uehead.bundle import BACKBONE_FILE, FORMAT_NAME, HEAD_FILE, MANIFEST_FILE, TOKENIZER_FILE, Manifest
 from uehead.checkpoint import Checkpoint, read_checkpoint
+from uehead.evaluation.paired import describe_default
 from uehead.export import graphs, quantize, validate, writer
 from uehead.export.errors import ExportError
 from uehead.export.hf import load_model, load_tokenizer
@@ -51,7 +53,10 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
         data: a dataset (``rotten_tomatoes`` or a folder); with ``int8``, accuracy and ROC-AUC
             deltas are measured on its test split; its test texts also join the tokenizer check.
         default_head: which score fills ``Predictions.uncertainty`` (a head kind of the checkpoint
-            or "sr"); default: the first head kind it has in registry order (adue, alien, ...), else "sr".
+            or "sr"); default: the checkpoint's do-no-harm choice (training.json ``default_score``:
+            a head only when its ROC-AUC gain over "sr" on held-out validation rows is significant;
+            printed here and recorded in ``manifest.reports["default_score"]``), for older
+            checkpoints the first head kind in registry order (adue, alien, ...), else "sr".
         progress: print one line per step on stderr (graph export, validation, int8, golden outputs,
             manifest, the runtime's check) and the total time.
     Returns:
@@ -65,7 +70,11 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
     started = time.perf_counter()
     ckpt = read_checkpoint(checkpoint)
     steps = StepLines("uehead export", 2 if is_token_task(ckpt) else 7 if int8 else 6, enabled=progress)
-    default_kind = writer.choose_default_head(tuple(ckpt.heads), default_head)
+    tested = ckpt.training.get("default_score")
+    default_kind = writer.choose_default_head(tuple(ckpt.heads), default_head, tested)
+    if progress:
+        print("uehead export: " + (describe_default(tested) if tested else f"default uncertainty: {default_kind}")
+              + (f"; --default-head {default_head} overrides it" if default_head and tested else ""), file=sys.stderr)
     dest = Path(bundle)
     _check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +90,7 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
     tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; a bundle folder is an ordinary folder
     try:
         manifest = _export_into(ckpt, tmp, int8=int8, opset=opset, dataset=dataset, default_kind=default_kind,
+                                default_report=writer.default_score_report(tested, default_head, default_kind),
                                 started=started, steps=steps)
         steps.start("checking the bundle with the runtime (uehead verify)")
         _verify_with_runtime(tmp)
@@ -94,7 +104,7 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
 
 
 def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,
-                 started: float, steps: StepLines) -> Manifest:
+                 started: float, steps: StepLines, default_report: dict | None = None) -> Manifest:
     if is_token_task(ckpt):
         steps.start("token-classification export: graphs, validation, golden outputs")
         from uehead.export.token_export import export_token_into
@@ -148,6 +158,7 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
                          "opset": opset, "precision": precision,
                          "seconds": round(time.perf_counter() - started, 2)}
     reports["training"] = writer.training_summary(ckpt)
+    reports["default_score"] = default_report
     manifest = writer.build_manifest(
         ckpt, tokenizer=spec, feature_size=model.config.hidden_size, precision=precision,
         backbone_parameters=backbone.num_parameters, head_parameters=head.num_parameters,

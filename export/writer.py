@@ -45,15 +45,27 @@ def writer_versions() -> dict[str, str]:
     return installed_versions(_VERSIONED)
 
 
-def choose_default_head(available: Sequence[str], requested: str | None) -> str:
-    """The score that fills ``Predictions.uncertainty``: ``requested``, else the first head kind
-    present in registry order (:func:`uehead.scores.head_kinds`: adue, then alien), else "sr"."""
+def choose_default_head(available: Sequence[str], requested: str | None, tested: Mapping[str, Any] | None = None) -> str:
+    """The score that fills ``Predictions.uncertainty``: ``requested``; else the choice of the
+    checkpoint's do-no-harm test (``tested``, training.json's ``default_score``, see
+    :mod:`uehead.evaluation.paired`: a head only when clearly better than "sr"); else (checkpoints
+    written before that test) the first head kind present in registry order
+    (:func:`uehead.scores.head_kinds`: adue, then alien), else "sr"."""
     if requested is not None:
         if requested != "sr" and requested not in available:
             raise CheckpointError(f"default head {requested!r} was not trained (heads: {list(available) or 'none'}).",
                                   fix=f"pass --default-head as one of {[*available, 'sr']}.")
         return requested
+    chosen = (tested or {}).get("chosen")
+    if chosen == "sr" or chosen in available:
+        return chosen
     return next((k for k in head_kinds() if k in available), "sr")
+
+
+def default_score_report(tested: Mapping[str, Any] | None, requested: str | None, chosen: str) -> dict[str, Any]:
+    """manifest.reports["default_score"]: the checkpoint's test record, what was asked, what was used."""
+    return {**(tested or {"method": "none recorded (checkpoint written before the default-score test)"}),
+            "requested": requested, "used": chosen}
 
 
 def copy_baselines(ckpt: Checkpoint, out_dir: Path) -> FileSpec | None:

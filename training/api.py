@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from uehead import __version__
 from uehead._extras import installed_versions
 from uehead.datasets import Dataset, load_dataset
 from uehead.evaluation.metrics import roc_auc_rows
+from uehead.evaluation.paired import choose_default_score, describe_default
 from uehead.scores import entropy, softmax_response
 from uehead.training import backbones, checkpoint
 from uehead.training.baselines import FittedBaselines, fit_baselines
@@ -40,7 +41,7 @@ from uehead.training.config import (
 )
 from uehead.training.data import Encoded, collate, encode, stratified_subsample
 from uehead.training.features import Features, check_pooling, extract
-from uehead.training.fit import GridResult, fit_heads
+from uehead.training.fit import GridResult, fit_heads, split_fit_select
 from uehead.training.heads import (
     HeadVariant,
     classifier_params,
@@ -55,10 +56,11 @@ _VERSIONED = ("torch", "transformers", "peft", "safetensors", "tokenizers", "sci
 
 
 def train(model: str, data: str, out: str | os.PathLike, heads=("adue", "alien"), max_train: int | None = None,
-          epochs: int = 3, max_length: int = 128, seed: int = 0, device: str = "auto", batch_size: int = 64, *,
+          epochs: int | None = None, max_length: int = 128, seed: int = 0, device: str = "auto", batch_size: int = 64, *,
           ablations: bool = False, baselines=("md", "rmd", "rde"), progress: bool = True,
           lora: LoraSettings | None = None, grid: HeadGridConfig | None = None,
-          baseline: BaselineConfig | None = None, task: str = SEQUENCE_CLASSIFICATION) -> Path:
+          baseline: BaselineConfig | None = None, task: str = SEQUENCE_CLASSIFICATION, finetune: str = "lora",
+          protocol: str = "uehead", data_options=None) -> Path:
     """LoRA-fine-tune ``model`` on ``data``, merge it, train the uncertainty heads; write a checkpoint.
 
     Args mirror :class:`TrainConfig` (see its field docs). Every score written is **higher = more
@@ -67,8 +69,8 @@ def train(model: str, data: str, out: str | os.PathLike, heads=("adue", "alien")
     cfg = TrainConfig(model=str(model), data=str(data), out=Path(out), heads=heads, max_train=max_train,
                       epochs=epochs, max_length=max_length, seed=seed, device=device, batch_size=batch_size,
                       ablations=ablations, baselines=baselines, progress=progress,
-                      lora=lora or LoraSettings(), grid=grid or HeadGridConfig(),
-                      baseline=baseline or BaselineConfig(), task=task)
+                      lora=lora, grid=grid, baseline=baseline or BaselineConfig(), task=task, finetune=finetune, protocol=protocol,
+                      data_options=data_options)
     return run(cfg)
 
 
@@ -102,6 +104,8 @@ class _Inputs:
     family: backbones.Family
     train_enc: Encoded
     valid_enc: Encoded
+    #: One entry per LoRA epoch (train loss, select accuracy), then the kept epoch; empty without LoRA.
+    lora_history: list = field(default_factory=list)
 
     @property
     def pad_id(self) -> int:
@@ -136,8 +140,11 @@ def run(cfg: TrainConfig) -> Path:
     clock.lap("load")
     merged, merge_diff = _finetune_and_merge(cfg, inputs, clock)
     valid = _extract(cfg, inputs, merged, inputs.valid_enc, "valid")
-    fitted = _fit_distance_baselines(cfg, inputs, merged, clock)
-    head_variants, results, head_weights = fit_uncertainty_heads(cfg, inputs.family, merged, valid)
+    train_feats = _extract_train(cfg, inputs, merged)
+    clock.lap("features_train_valid")
+    fitted = _fit_distance_baselines(cfg, inputs, train_feats, clock)
+    head_variants, results, head_weights = fit_uncertainty_heads(
+        cfg, inputs.family, merged, valid, train=train_feats if cfg.protocol == "authors" else None)
     clock.lap("heads_fit")
     test_enc = encode(inputs.tokenizer, inputs.dataset["test"].texts, inputs.dataset["test"].labels, cfg.max_length)
     test = _extract(cfg, inputs, merged, test_enc, "test")
@@ -145,21 +152,28 @@ def run(cfg: TrainConfig) -> Path:
     scores = {split: score_split(cfg, fitted, head_variants, head_weights, feats)
               for split, feats in (("valid", valid), ("test", test))}
     outputs = _Outputs(merged, merge_diff, valid, test, fitted, head_variants, results, head_weights, scores)
+    default = default_score_test(cfg, valid.errors, scores["valid"])
     clock.lap("scores")
     partial = _write_checkpoint(cfg, inputs, outputs)
     clock.lap("write")
     record = _run_record(cfg, inputs, outputs)
+    record["default_score"] = default
     publish(cfg, partial, record, clock.timings)
     return cfg.out
 
 
 def _load_inputs(cfg: TrainConfig) -> _Inputs:
     """The dataset, the backbone (classifier seeded with ``cfg.seed``) and the TRAIN / VALID encodings."""
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, options=cfg.data_options) if cfg.data_options else load_dataset(cfg.data)
     device = resolve_device(cfg.device)
     source = backbones.resolve_model(cfg.model)
     torch.manual_seed(cfg.seed)
-    model, tokenizer, family = backbones.load_backbone(source, dataset.label_names, cfg.max_length)
+    if cfg.finetune == "none":
+        from uehead.training.posthoc import load_finetuned
+
+        model, tokenizer, family = load_finetuned(source, dataset, cfg.max_length)
+    else:
+        model, tokenizer, family = backbones.load_backbone(source, dataset.label_names, cfg.max_length)
     train_idx = stratified_subsample(dataset["train"].labels, cfg.max_train, seed=0)
     train_split = dataset["train"]
     train_enc = encode(tokenizer, [train_split.texts[i] for i in train_idx], train_split.labels[train_idx],
@@ -169,10 +183,21 @@ def _load_inputs(cfg: TrainConfig) -> _Inputs:
 
 
 def _finetune_and_merge(cfg: TrainConfig, inputs: _Inputs, clock: StageClock):
-    """LoRA on the TRAIN rows, then the merged model, checked against the adapter and the pooling."""
+    """LoRA on the TRAIN rows, then the merged model, checked against the adapter and the pooling
+    (``finetune="none"``: the model as loaded, pooling checked, merge difference 0)."""
+    if cfg.finetune == "none":
+        model = inputs.model.to(inputs.device).eval()
+        probe = {k: v.to(inputs.device) for k, v in collate(inputs.valid_enc.ids[:64], inputs.pad_id).items()}
+        check_pooling(model, inputs.family, probe)
+        clock.lap("posthoc_load")
+        return model, 0.0
+    valid = inputs.valid_enc
+    pick = stratified_subsample(valid.labels, cfg.lora.select_max_rows, seed=0)
+    select = Encoded([valid.ids[i] for i in pick], valid.labels[pick])
     peft_model = finetune(inputs.model, inputs.family, inputs.train_enc, pad_id=inputs.pad_id, settings=cfg.lora,
                           epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=inputs.device,
-                          progress=cfg.progress)
+                          progress=cfg.progress, select=select, history=inputs.lora_history)
+    inputs.lora_history[-1]["select_rows"] = len(select) if cfg.lora.select_best_epoch else 0
     clock.lap("lora_finetune")
     probe = {k: v.to(inputs.device) for k, v in collate(inputs.valid_enc.ids[:64], inputs.pad_id).items()}
     merged, merge_diff = merge_checked(peft_model, probe, cfg.merge_atol)
@@ -186,31 +211,60 @@ def _extract(cfg: TrainConfig, inputs: _Inputs, merged, enc: Encoded, split: str
                    batch_size=cfg.feature_batch_size, desc=f"features {split}", progress=cfg.progress)
 
 
-def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, merged, clock: StageClock) -> FittedBaselines | None:
+def _extract_train(cfg: TrainConfig, inputs: _Inputs, merged) -> Features | None:
+    """Features of the TRAIN rows the baselines (at most ``md_max_rows``, stratified) or the authors'
+    heads (every LoRA training row) read; None when neither needs them."""
+    if not cfg.baselines and cfg.protocol != "authors":
+        return None
+    enc = inputs.train_enc
+    if cfg.protocol != "authors":
+        idx = stratified_subsample(enc.labels, cfg.baseline.md_max_rows, seed=cfg.seed)
+        enc = Encoded([enc.ids[i] for i in idx], enc.labels[idx])
+    return _extract(cfg, inputs, merged, enc, "train")
+
+
+def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, train_feats: Features | None,
+                            clock: StageClock) -> FittedBaselines | None:
     """MD / RMD / RDE on the features of (at most ``md_max_rows``) TRAIN rows; None without baselines."""
     if not cfg.baselines:
-        clock.lap("features_train_valid")
         return None
-    train_enc = inputs.train_enc
-    base_idx = stratified_subsample(train_enc.labels, cfg.baseline.md_max_rows, seed=cfg.seed)
-    base_enc = Encoded([train_enc.ids[i] for i in base_idx], train_enc.labels[base_idx])
-    train_feats = _extract(cfg, inputs, merged, base_enc, "train")
-    clock.lap("features_train_valid")
-    fitted = fit_baselines(train_feats.z, train_feats.labels, inputs.dataset.num_classes, cfg.baselines,
+    z, labels = train_feats.z, train_feats.labels
+    if cfg.protocol == "authors":  # every training row was featurised: take the baselines' share
+        idx = stratified_subsample(labels, cfg.baseline.md_max_rows, seed=cfg.seed)
+        z, labels = z[idx], labels[idx]
+    fitted = fit_baselines(z, labels, inputs.dataset.num_classes, cfg.baselines,
                            rde_max_rows=cfg.baseline.rde_max_rows, rde_components=cfg.baseline.rde_components,
                            seed=cfg.seed)
     clock.lap("baselines_fit")
     return fitted
 
 
-def fit_uncertainty_heads(cfg: TrainConfig, family: backbones.Family, merged, valid: Features):
-    """(variants, grid results, float32 weights) of every head family, fitted and selected on VALID."""
+def fit_uncertainty_heads(cfg: TrainConfig, family: backbones.Family, merged, valid: Features,
+                          train: Features | None = None):
+    """(variants, grid results, float32 weights) of every head family, fitted and selected on VALID
+    (or, given ``train``, fitted on TRAIN and selected on VALID: the authors' protocol)."""
     cls_params = classifier_params(backbones.classifier_module(merged, family))
     head_variants = variants(cfg.heads, cfg.ablations, family.module, cfg.grid.alphas, cfg.grid.betas)
-    results = fit_heads(head_variants, cls_params, valid.z, valid.logits, valid.errors, cfg.grid, seed=cfg.seed)
+    train_arrays = None if train is None else (train.z, train.logits, train.errors)
+    results = fit_heads(head_variants, cls_params, valid.z, valid.logits, valid.errors, cfg.grid, seed=cfg.seed,
+                        train=train_arrays)
     # Heads are stored (and therefore served) in float32: score with exactly those weights.
     head_weights = {n: {k: v.astype(np.float32) for k, v in r.params_.items()} for n, r in results.items()}
     return head_variants, results, head_weights
+
+
+def default_score_test(cfg: TrainConfig, valid_errors: np.ndarray, valid_scores: dict[str, np.ndarray]) -> dict:
+    """The do-no-harm test that picks the bundle's default score (:mod:`uehead.evaluation.paired`),
+    on VALID rows the heads were not fitted on: the select part (uehead protocol) or all of VALID
+    (authors' protocol: heads fitted on TRAIN). Those rows also chose the grid point, so the test is
+    slightly in the heads' favour; it still refuses gains within the bootstrap noise."""
+    if cfg.protocol == "authors":
+        rows, where = np.arange(len(valid_errors)), "validation (all; heads fitted on train)"
+    else:
+        rows = split_fit_select(valid_errors, cfg.grid.select_fraction, cfg.seed)[1]
+        where = "validation select-part"
+    return choose_default_score({k: v[rows] for k, v in valid_scores.items()}, valid_errors[rows], cfg.heads,
+                                seed=cfg.seed, rows=where)
 
 
 def score_split(cfg: TrainConfig, baselines: FittedBaselines | None, head_variants: list[HeadVariant],
@@ -279,6 +333,7 @@ def _run_record(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> dict:
         "rde": ({"n_fit": fitted.rde[False].n_fit_, "n_components": int(fitted.rde[False].kpca_.n_components)}
                 if fitted is not None and fitted.rde else None),
         "merge_max_abs_diff": outputs.merge_diff,
+        "lora_epochs": inputs.lora_history or None,
         "config": cfg.to_dict(),
     })
     return record
@@ -294,13 +349,15 @@ def base_record(cfg: TrainConfig, family: backbones.Family, device: torch.device
         "data": cfg.data, "num_classes": len(label_names), "label_names": list(label_names),
         "seed": cfg.seed, "max_train": cfg.max_train, "epochs": cfg.epochs, "max_length": cfg.max_length,
         "batch_size": cfg.batch_size, "device": str(device),
-        "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
-                 "target_modules": list(family.lora_targets), "modules_to_save": [family.classifier_attr],
+        "lora": None if cfg.finetune == "none" else {
+                 "r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout, "target_modules": list(family.lora_targets), "modules_to_save": list(family.classifier_attrs),
                  "optimizer": "AdamW", "lr": cfg.lora.lr, "weight_decay": cfg.lora.weight_decay,
                  "schedule": "linear", "warmup_ratio": cfg.lora.warmup_ratio,
                  "max_grad_norm": cfg.lora.max_grad_norm,
+                 "select_best_epoch": cfg.lora.select_best_epoch, "select_max_rows": cfg.lora.select_max_rows,
                  "precision": "bf16-autocast" if device.type == "cuda" else "fp32"},
         "heads": list(cfg.heads),
+        "finetune": cfg.finetune, "protocol": cfg.protocol,
         "ablations": [v.name for v in head_variants if v.name not in cfg.heads],
     }
 
@@ -346,3 +403,5 @@ def _summary(out: Path, record: dict) -> None:
     auc = ", ".join(f"{k} {v:.3f}" for k, v in record["roc_auc_test"].items() if v is not None)
     print(f"uehead train: wrote {out} in {record['timings_s']['total']:.0f}s; accuracy test "
           f"{record['accuracy']['test']:.3f}; test ROC-AUC: {auc}", file=sys.stderr)
+    if record.get("default_score"):
+        print(f"uehead train: {describe_default(record['default_score'])}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from uehead.scores import head_kinds
 from uehead.token_task import SEQUENCE_CLASSIFICATION, TASKS
@@ -16,6 +17,11 @@ from uehead.token_task import SEQUENCE_CLASSIFICATION, TASKS
 DEFAULT_HEADS = ("adue", "alien")
 BASELINE_KINDS = ("md", "rmd", "rde")
 DEVICES = ("auto", "cpu", "cuda")
+#: ``lora``: LoRA fine-tune then merge; ``none``: take the model as already fine-tuned (post-hoc heads).
+FINETUNE_MODES = ("lora", "none")
+#: How the uncertainty heads (and LoRA) are trained, see :mod:`uehead.training.protocols`.
+PROTOCOLS = ("uehead", "authors")
+HEAD_SCHEDULES = ("constant", "one_cycle_cosine")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class LoraSettings:
         max_grad_norm: gradient-norm clip per step (the Hugging Face Trainer default); None disables it.
         group_by_length: batch rows of similar token length (shuffled mega-batches of 50 batches,
             sorted inside), which cuts padding on long-text datasets without changing what is trained on.
+        select_best_epoch: after every epoch measure accuracy on VALID rows and keep the epoch with the
+            best one (ties: the earlier epoch); False keeps the last epoch.
+        select_max_rows: cap on the VALID rows that epoch selection reads (a stratified, fixed
+            subsample, for speed on large validation splits); None = all of them.
     """
 
     r: int = 8
@@ -42,6 +52,8 @@ class LoraSettings:
     warmup_ratio: float = 0.1
     max_grad_norm: float | None = 1.0
     group_by_length: bool = True
+    select_best_epoch: bool = True
+    select_max_rows: int | None = 2000
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,16 @@ class HeadGridConfig:
         select_fraction: share of the validation split held out to select the grid point by ROC-AUC
             (stratified by the model's error label); the rest fits the heads.
         eps: U is clamped to [eps, 1 - eps] inside the BCE term.
+        patience: None: evaluate the ``epochs`` snapshots (constant lr). An int: early stopping, the
+            authors' protocol: ``epochs`` holds one value, the most epochs; every grid point is scored
+            on the select rows after each epoch, keeps its best epoch, and stops after ``patience``
+            epochs without a better ROC-AUC.
+        schedule: ``constant`` (lr as given) or ``one_cycle_cosine`` (torch's ``OneCycleLR`` with its
+            defaults: pct_start 0.3, div_factor 25, final_div_factor 1e4, cosine annealing; beta1 is
+            not cycled), planned over ``max(epochs)`` epochs.
+        normalize_adue: train AdUE-family heads on U / (1 - 1/C), clamped to [0, 1], against the target
+            U_SR / (1 - 1/C) (the authors' normalisation). The served score stays U_AdUE: the map is
+            affine and increasing, so rankings (ROC-AUC) and the calibrated P(error) are unchanged.
     """
 
     lrs: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
@@ -73,8 +95,16 @@ class HeadGridConfig:
     batch_size: int = 64
     select_fraction: float = 0.5
     eps: float = 1e-6
+    patience: int | None = None
+    schedule: str = "constant"
+    normalize_adue: bool = False
 
     def __post_init__(self):
+        if self.schedule not in HEAD_SCHEDULES:
+            raise ValueError(f"HeadGridConfig.schedule={self.schedule!r}: choose from {', '.join(HEAD_SCHEDULES)}")
+        if self.patience is not None and (self.patience < 1 or len(self.epochs) != 1):
+            raise ValueError(f"HeadGridConfig: early stopping needs patience >= 1 and one maximum epoch count, "
+                             f"got patience={self.patience}, epochs={self.epochs}")
         if not (self.lrs and self.epochs and self.alphas and self.betas):
             raise ValueError("HeadGridConfig: lrs, epochs, alphas and betas must all be non-empty")
         if any(e < 1 for e in self.epochs):
@@ -85,6 +115,17 @@ class HeadGridConfig:
             raise ValueError(f"HeadGridConfig.lam must be > 0, got {self.lam}")
         if not 0.0 < self.eps < 0.5:
             raise ValueError(f"HeadGridConfig.eps must be in (0, 0.5), got {self.eps}")
+
+
+#: The AdUE authors' head recipe (zaaabik/AdUE): Adam with a one-cycle cosine schedule, batch 128,
+#: up to 50 epochs with early stopping (patience 5) on validation ROC-AUC, a 3 x 3 x 3 grid.
+AUTHORS_GRID = HeadGridConfig(lrs=(4e-4, 1e-4, 1e-5), epochs=(50,), alphas=(0.01, 0.1, 1.0),
+                              betas=(0.01, 0.1, 1.0), batch_size=128, patience=5, schedule="one_cycle_cosine",
+                              normalize_adue=True)
+#: The authors' LoRA recipe: 30 epochs of which 5 warm up (lr 5e-4, weight decay 0.1, batch 64 as ours).
+AUTHORS_LORA = LoraSettings(warmup_ratio=5 / 30)
+#: LoRA epochs when ``epochs`` is not given.
+PROTOCOL_EPOCHS = {"uehead": 3, "authors": 30}
 
 
 @dataclass(frozen=True)
@@ -116,7 +157,8 @@ class TrainConfig:
         out: checkpoint folder to write (replaced if it already holds a checkpoint).
         heads: uncertainty heads to train, registered head kinds (default ``("adue", "alien")``).
         max_train: cap on LoRA training rows (a stratified, fixed subsample); None = all.
-        epochs: LoRA fine-tuning epochs.
+        epochs: LoRA fine-tuning epochs (the most; see ``LoraSettings.select_best_epoch``); None = the
+            protocol's (uehead 3, authors 30).
         max_length: token truncation length.
         seed: seeds LoRA init, the classifier init, data order, the fit/select cut and baselines.
         device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda``.
@@ -128,11 +170,21 @@ class TrainConfig:
         progress: show tqdm progress bars and a summary on stderr.
         feature_batch_size: batch size of (no-grad, length-sorted) feature extraction.
         merge_atol: merged-vs-adapter logits may differ by at most ``merge_atol * max(1, max|logit|)``.
-        lora, grid, baseline: nested settings (see their classes).
+        lora, grid, baseline: nested settings (see their classes); ``lora`` / ``grid`` None = the
+            protocol's (uehead: ``LoraSettings()`` / ``HeadGridConfig()``; authors: ``AUTHORS_LORA`` /
+            ``AUTHORS_GRID``).
         task: ``sequence-classification`` (one label per text, ``{"text", "label"}`` data) or
             ``token-classification`` (one BIO tag per word, ``{"tokens", "tags"}`` data; ``max_train``
             then counts sentences, ``max_length`` is the window size, and the distance baselines are
             MD and RMD only: RDE is skipped, see :mod:`uehead.training.token_train`).
+        finetune: ``lora`` (LoRA fine-tune ``model``, then merge) or ``none`` (``model`` is an already
+            fine-tuned ``*ForSequenceClassification`` folder whose ``config.id2label`` names the
+            labels: no training of the backbone, only features, heads and baselines).
+        protocol: ``uehead`` (heads fitted on half of VALID, selected on the other half) or
+            ``authors`` (the AdUE authors' recipe: heads fitted on TRAIN features, early stopping on
+            VALID; see :mod:`uehead.training.protocols`).
+        data_options: :class:`uehead.datasets.DataFileOptions` when ``data`` is a single
+            ``.csv`` / ``.jsonl`` / ``.parquet`` file (columns, split fractions); None otherwise.
     """
 
     model: str
@@ -140,7 +192,7 @@ class TrainConfig:
     out: Path
     heads: tuple[str, ...] = DEFAULT_HEADS
     max_train: int | None = None
-    epochs: int = 3
+    epochs: int | None = None
     max_length: int = 128
     seed: int = 0
     device: str = "auto"
@@ -150,15 +202,32 @@ class TrainConfig:
     progress: bool = True
     feature_batch_size: int = 128
     merge_atol: float = 1e-3
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    grid: HeadGridConfig = field(default_factory=HeadGridConfig)
+    lora: LoraSettings | None = None
+    grid: HeadGridConfig | None = None
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     task: str = SEQUENCE_CLASSIFICATION
+    finetune: str = "lora"
+    protocol: str = "uehead"
+    data_options: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune={self.finetune!r}: choose from {', '.join(FINETUNE_MODES)}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r}: choose from {', '.join(PROTOCOLS)}")
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}: choose from {', '.join(TASKS)}")
+        if self.protocol == "authors" and self.task != SEQUENCE_CLASSIFICATION:
+            raise ValueError("protocol='authors' is the AdUE authors' sequence-classification recipe; "
+                             "token classification trains with protocol='uehead'")
+        authors = self.protocol == "authors"
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", PROTOCOL_EPOCHS[self.protocol])
+        if self.lora is None:
+            object.__setattr__(self, "lora", AUTHORS_LORA if authors else LoraSettings())
+        if self.grid is None:
+            object.__setattr__(self, "grid", AUTHORS_GRID if authors else HeadGridConfig())
         heads = _as_tuple(self.heads)
         bad = [h for h in heads if h not in head_kinds()]
         if bad:

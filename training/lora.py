@@ -42,31 +42,63 @@ def add_lora(model, family: Family, settings: LoraSettings, task_type: str = "SE
 
     cfg = LoraConfig(task_type=TaskType[task_type], r=settings.r, lora_alpha=settings.alpha,
                      lora_dropout=settings.dropout, target_modules=list(family.lora_targets),
-                     modules_to_save=[family.classifier_attr])
+                     modules_to_save=list(family.classifier_attrs))
     return get_peft_model(model, cfg)
 
 
 def finetune(model, family: Family, train: Encoded, *, pad_id: int, settings: LoraSettings, epochs: int,
-             batch_size: int, seed: int, device: torch.device, progress: bool = True):
+             batch_size: int, seed: int, device: torch.device, progress: bool = True,
+             select: Encoded | None = None, history: list | None = None):
     """LoRA-fine-tune ``model`` on ``train`` (cross-entropy on the pooled logits); return the peft model.
 
-    Seeded: LoRA init uses the torch RNG (seeded here), batch order ``RandomState(seed)``.
+    With ``select`` (VALID rows) and ``settings.select_best_epoch``, the epoch with the best accuracy
+    on ``select`` is kept. ``history`` (a list) receives one dict per epoch: mean training loss and
+    the select accuracy. Seeded: LoRA init uses the torch RNG (seeded here), batch order
+    ``RandomState(seed)``.
     """
     labels = torch.as_tensor(train.labels)
 
     def loss_of(idx: np.ndarray, logits: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits.float(), labels[idx].to(device))
 
+    score = None
+    if select is not None and settings.select_best_epoch:
+        def score(peft_model) -> float:
+            return accuracy_on(peft_model, select, pad_id=pad_id, device=device, batch_size=2 * batch_size)
+
     return train_lora(model, family, train.ids, loss_of, pad_id=pad_id, settings=settings, epochs=epochs,
-                      batch_size=batch_size, seed=seed, device=device, progress=progress)
+                      batch_size=batch_size, seed=seed, device=device, progress=progress, score=score,
+                      history=history)
+
+
+@torch.no_grad()
+def accuracy_on(model, enc: Encoded, *, pad_id: int, device: torch.device, batch_size: int = 128) -> float:
+    """Accuracy of ``model``'s argmax logits on ``enc`` (eval mode, length-sorted batches); the
+    model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort(enc.lengths, kind="stable")
+    correct = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([enc.ids[i] for i in idx], pad_id).items()}
+        with autocast(device):
+            pred = model(**batch).logits.float().argmax(dim=-1).cpu().numpy()
+        correct += int((pred == enc.labels[idx]).sum())
+    model.train(was_training)
+    return correct / max(1, len(order))
 
 
 def train_lora(model, family: Family, ids: list[list[int]], loss_of, *, pad_id: int, settings: LoraSettings,
                epochs: int, batch_size: int, seed: int, device: torch.device, progress: bool = True,
-               task_type: str = "SEQ_CLS"):
+               task_type: str = "SEQ_CLS", score=None, history: list | None = None):
     """The LoRA training loop: AdamW, linear warm-up and decay, gradient clipping, over batches of
     the token-id rows ``ids``; ``loss_of(row_indices, logits)`` is the batch's loss. Returns the
-    peft model in eval mode. Seeded as :func:`finetune`."""
+    peft model in eval mode. Seeded as :func:`finetune`.
+
+    ``score(peft_model) -> float`` (higher = better), when given, runs after every epoch and the
+    trainable weights of the best epoch (the earliest on ties) are restored at the end; ``history``
+    receives ``{"epoch", "train_loss", "score"}`` per epoch and a final ``{"best_epoch"}``."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
@@ -85,7 +117,10 @@ def train_lora(model, family: Family, ids: list[list[int]], loss_of, *, pad_id: 
     peft_model.train()
     bar = tqdm(total=total, desc="LoRA fine-tune", disable=not progress, unit="step")
     running = None
+    best_score, best_epoch, best_state = -np.inf, epochs, None
+    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
     for epoch in range(epochs):
+        loss_sum, n_steps = 0.0, 0
         for idx in training_batches(lengths, batch_size, rng, settings.group_by_length):
             batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], pad_id).items()}
             with autocast(device):
@@ -101,9 +136,25 @@ def train_lora(model, family: Family, ids: list[list[int]], loss_of, *, pad_id: 
             sched.step()
             opt.zero_grad(set_to_none=True)
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            loss_sum, n_steps = loss_sum + loss.item(), n_steps + 1
             bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}")
             bar.update()
+        value = float(score(peft_model)) if score is not None else None
+        if history is not None:
+            history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_steps), "score": value})
+        if value is not None and value > best_score:
+            best_score, best_epoch = value, epoch + 1
+            if epoch + 1 < epochs:  # the last epoch's weights are already in place
+                best_state = {n: p.detach().clone() for n, p in trainable.items()}
+            else:
+                best_state = None
     bar.close()
+    if best_state is not None:
+        with torch.no_grad():
+            for n, p in trainable.items():
+                p.copy_(best_state[n])
+    if history is not None:
+        history.append({"best_epoch": best_epoch if score is not None else epochs})
     peft_model.eval()
     return peft_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 #: Lengths measured with the MiniLM tokenizer on the valid splits: SST-2/CoLA/SST-5/ToxiGen never
 #: exceed 64 tokens (max 62); 20 Newsgroups has a median of ~350, so 256 truncates (recorded).
 DATASETS = {"cola": ("CoLA", 64), "newsgroups20": ("20NG", 256), "sst2": ("SST-2", 64),
-            "sst5": ("SST-5", 64), "toxigen": ("ToxiGen", 64)}
+            "sst5": ("SST-5", 64), "toxigen": ("ToxiGen", 64), "rotten_tomatoes": ("RT", 64)}
 DEFAULT_NAMES = ("sst2", "cola", "sst5", "newsgroups20", "toxigen")
 DEFAULT_SEEDS = (0, 1, 2)
 FALLBACK_MAX_LENGTH = 128

@@ -106,7 +106,7 @@ def _rows(n_rows, split: str) -> str:
 
 
 def _reference(agg: dict, cols: list[str]) -> str:
-    ref_cols = [c for c in cols if c in DATASETS]
+    ref_cols = [c for c in cols if c in PAPER_ROBERTA["sr"]]
     if not ref_cols:
         return ""
     titles = [agg[c]["title"] for c in ref_cols]

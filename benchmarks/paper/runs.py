@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from paper.config import CHECKED, RUN_META, SETTINGS_JSON, ReproError
+from uehead.datasets import BUILTIN
 from uehead.checkpoint import (SCORE_META, SCORES_DIR, TRAINING_JSON, CheckpointError, model_dir, read_scores,
                                read_training)
 
@@ -30,6 +31,21 @@ def model_arg(model: str) -> str:
 
 def run_folder(work: Path, name: str, seed: int) -> Path:
     return Path(work) / name / f"seed{seed}"
+
+
+def data_arg(datasets: Path, name: str) -> str:
+    """The ``data`` argument of train(): a built-in name (rotten_tomatoes) or DATASETS/<name>."""
+    return name if name in BUILTIN else str(Path(datasets) / name)
+
+
+def shared_lora_model(lora_from: Path, name: str, seed: int) -> Path:
+    """The merged model of the run in ``lora_from`` with the same dataset and seed: another
+    protocol's heads are then fitted on exactly that fine-tuned model (``finetune="none"``)."""
+    folder = model_dir(run_folder(lora_from, name, seed))
+    if not (folder / "config.json").is_file():
+        raise ReproError(f"--lora-from {lora_from}: {folder} holds no merged model; train that run with "
+                         "--keep-models first")
+    return folder
 
 
 def is_complete(folder: Path) -> bool:
@@ -63,16 +79,26 @@ def train_one(train_fn, datasets: Path, name: str, seed: int, args, folder: Path
     tmp = folder.parent / f".{folder.name}.tmp"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    train_fn(model_arg(args.model), str(datasets / name), tmp, max_train=args.max_train[name],
+    model, extra = model_arg(args.model), {}
+    if getattr(args, "lora_from", None) is not None:
+        model, extra = str(shared_lora_model(args.lora_from, name, seed)), {"finetune": "none"}
+    if getattr(args, "warmup_ratio", None) is not None:
+        from uehead.training.config import LoraSettings
+
+        extra["lora"] = LoraSettings(warmup_ratio=args.warmup_ratio)
+    train_fn(model, data_arg(datasets, name), tmp, max_train=args.max_train[name],
              epochs=args.epochs, max_length=args.max_length[name], seed=seed, device=args.device,
-             batch_size=args.batch_size, ablations=True, progress=args.train_progress)
+             batch_size=args.batch_size, ablations=True, progress=args.train_progress,
+             protocol=getattr(args, "protocol", "uehead"), **extra)
     if not is_complete(tmp):
         raise ReproError(f"{tmp}: train() returned without writing {TRAINING_JSON} and {SCORES_DIR}/test.npz")
     if not args.keep_models:
         shutil.rmtree(model_dir(tmp), ignore_errors=True)
     meta = {"wall_s": round(time.perf_counter() - started, 3), "host": platform.node(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model_kept": bool(args.keep_models)}
+            "model_kept": bool(args.keep_models), "protocol": getattr(args, "protocol", "uehead"),
+            "lora_from": str(shared_lora_model(args.lora_from, name, seed)) if getattr(args, "lora_from", None)
+            else None}
     (tmp / RUN_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if folder.exists():
         shutil.rmtree(folder)
@@ -109,11 +135,13 @@ def _pending(args) -> tuple[list[tuple[str, int]], int]:
     for name, seed in runs:
         folder = run_folder(args.work, name, seed)
         if is_complete(folder):
-            _check_settings(folder, {"model": model_arg(args.model), "max_train": args.max_train[name],
+            model = (str(shared_lora_model(args.lora_from, name, seed)) if getattr(args, "lora_from", None)
+                     else model_arg(args.model))
+            _check_settings(folder, {"model": model, "max_train": args.max_train[name],
                                      "max_length": args.max_length[name], "epochs": args.epochs, "seed": seed})
         else:
             pending.append((name, seed))
-    for name in sorted({n for n, _ in pending}):
+    for name in sorted({n for n, _ in pending} - set(BUILTIN)):
         if not (args.datasets / name / "labels.json").is_file():
             raise ReproError(f"--datasets {args.datasets}: no dataset {name!r} there (expected "
                              f"{args.datasets / name}/{{train,valid,test}}.jsonl.gz + labels.json); pass the folder "
@@ -166,4 +194,6 @@ def requested(args) -> dict:
             "datasets": str(args.datasets) if args.datasets else None, "names": args.names,
             "model": args.model, "seeds": args.seeds, "max_train": args.max_train, "max_length": args.max_length,
             "epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
-            "keep_models": bool(args.keep_models)}
+            "keep_models": bool(args.keep_models), "protocol": getattr(args, "protocol", "uehead"),
+            "lora_from": str(args.lora_from) if getattr(args, "lora_from", None) else None,
+            "warmup_ratio": getattr(args, "warmup_ratio", None)}

@@ -83,7 +83,10 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
         from uehead.datasets import load_dataset
         from uehead.token_datasets import load_token_dataset
 
-        dataset = (load_token_dataset if is_token_task(ckpt) else load_dataset)(data, splits=("test",))
+        if is_token_task(ckpt):
+            dataset = load_token_dataset(data, splits=("test",))
+        else:
+            dataset = load_dataset(data, splits=("test",), options=_data_options(ckpt, data))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     _umask = os.umask(0)
     os.umask(_umask)
@@ -101,6 +104,16 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
     steps.done(f"wrote {dest}")
     log.info("exported %s -> %s in %.1fs", ckpt.root, dest, time.perf_counter() - started)
     return manifest
+
+
+def _data_options(ckpt: Checkpoint, data) -> Any:
+    """The data-file options training used (training.json) when ``data`` is a data file: the same
+    columns, and for the training file itself the same split rule, so the same test rows. None for
+    a dataset folder, a built-in name, or a checkpoint trained without a data file."""
+    from uehead.data_files import DataFileOptions, is_data_file
+
+    recorded = (ckpt.training.get("config") or {}).get("data_options")
+    return DataFileOptions(**recorded) if recorded and is_data_file(data) else None
 
 
 def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,

@@ -296,3 +296,13 @@ def test_cli_train_on_a_csv_end_to_end(tmp_path, monkeypatch):
     assert info["n_rows"] == {"train": 240, "valid": 30, "test": 30}
     assert info["config"]["data_options"] == dataclasses.asdict(OPTS)  # the split is recorded, reproducible
     assert 0 <= info["accuracy"]["test"] <= 1
+    # export --data with the training file reads it with the recorded columns and split: its test rows
+    # join the tokenizer check (without the recorded options this file has no 'text' column)
+    from uehead.export import export_bundle
+
+    manifest = export_bundle(out, tmp_path / "bundle", data=str(path), progress=False)
+    assert manifest.reports["default_score"]["used"] in ("sr", "adue")
+    with pytest.raises(DataError, match="text"):
+        from uehead.datasets import load_dataset
+
+        load_dataset(path, splits=("test",))

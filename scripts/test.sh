@@ -29,4 +29,5 @@ print('torch-free import: ok')" )
 # PYTHONSAFEPATH=1 keeps the tests' own `python -c` / `python -m` subprocesses from doing the same.
 PYTHONSAFEPATH=1 .venv-runtime/bin/pytest -q -p no:cacheprovider --import-mode=importlib \
   tests/runtime tests/calibration tests/serve tests/test_bundle.py tests/test_checkpoint.py tests/test_datasets.py \
-  tests/test_metrics.py tests/test_evaluate.py tests/test_scores.py tests/test_compat.py tests/test_bench.py
+  tests/test_metrics.py tests/test_evaluate.py tests/test_scores.py tests/test_compat.py tests/test_bench.py \
+  tests/test_paired.py tests/test_data_files.py

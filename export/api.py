@@ -123,6 +123,7 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         from uehead.export.token_export import export_token_into
 
         return export_token_into(ckpt, out, int8=int8, opset=opset, dataset=dataset, default_kind=default_kind,
+                                 default_report=default_report,
                                  started=started)
     steps.start(f"loading {ckpt.root} and checking tokenizer.json against the Hugging Face tokenizer")
     model, hf_tok = load_model(ckpt), load_tokenizer(ckpt)

@@ -59,6 +59,7 @@ def token_golden(pipeline, tok: WordTokenizer, sentences, heads, *, source: str,
 
 
 def export_token_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,
+                      default_report: dict | None = None,
                       started: float) -> Manifest:
     """Write every file of a token-classification bundle into ``out``; return the manifest written."""
     model, hf_tok = load_model(ckpt), load_tokenizer(ckpt)
@@ -93,6 +94,8 @@ def export_token_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, da
                          "precision": "int8" if int8 else "fp32", "seconds": round(time.perf_counter() - started, 2)}
     reports["training"] = {**writer.training_summary(ckpt),
                            **{k: ckpt.training[k] for k in ("task", "f1", "bio_fixes") if k in ckpt.training}}
+    if default_report is not None:
+        reports["default_score"] = default_report
     manifest = writer.build_manifest(
         ckpt, tokenizer=spec, feature_size=model.config.hidden_size, precision="int8" if int8 else "fp32",
         backbone_parameters=backbone.num_parameters, head_parameters=head.num_parameters, default_head=default_kind,

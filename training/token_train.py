@@ -33,7 +33,8 @@ from uehead.token_datasets import TokenDataset, load_token_dataset
 from uehead.token_task import FIRST_SUBTOKEN, TOKEN_CLASSIFICATION
 from uehead.training import backbones, checkpoint
 from uehead.training.api import (StageClock, base_record, check_out, fit_uncertainty_heads, head_selection,
-                                 new_partial, publish, score_split, split_roc_auc, write_baselines, write_heads)
+                                 new_partial, publish, score_split, split_roc_auc, write_baselines, write_heads,
+                                 default_score_test)
 from uehead.training.baselines import FittedBaselines, fit_baselines
 from uehead.training.config import TrainConfig
 from uehead.training.data import collate, stratified_subsample
@@ -94,6 +95,9 @@ def run_token(cfg: TrainConfig) -> Path:
     splits = {name: _SplitResult(enc, feats, *_all_words(enc, feats, outside,
                                                           score_split(cfg, fitted, head_variants, head_weights, feats)))
               for name, enc, feats in (("valid", inputs.valid_enc, valid_feats), ("test", test_enc, test_feats))}
+    # the do-no-harm test reads the scored words' rows, where the heads' fit/select cut was made
+    default = default_score_test(cfg, valid_feats.errors,
+                                 score_split(cfg, fitted, head_variants, head_weights, valid_feats))
     clock.lap("scores")
     partial = new_partial(cfg.out)
     merged.to("cpu")
@@ -105,6 +109,7 @@ def run_token(cfg: TrainConfig) -> Path:
     clock.lap("write")
     record = base_record(cfg, inputs.family, inputs.device, inputs.dataset.tag_names, head_variants)
     record.update(_token_record(cfg, inputs, splits, fitted, results, merge_diff, check_diff))
+    record["default_score"] = default
     publish(cfg, partial, record, clock.timings)
     return cfg.out
 

@@ -254,7 +254,9 @@ def _add_train_parser(sub) -> None:
                    help="comma list of head kinds to train (default: adue,alien)")
     t.add_argument("--max-train", type=int, default=None,
                    help="cap on LoRA training rows (default: every training row)")
-    t.add_argument("--epochs", type=int, default=3, help="LoRA epochs (default: 3)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="most LoRA epochs; the best validation epoch is kept (default: the protocol's, "
+                        "uehead 3, authors 30)")
     t.add_argument("--max-length", type=int, default=128, help="tokens per text at most (default: 128)")
     t.add_argument("--batch-size", type=int, default=64, help="texts per training step (default: 64)")
     t.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")

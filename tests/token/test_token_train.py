@@ -28,6 +28,9 @@ def test_checkpoint_records_task_alignment_and_bio_fixes(token_ckpt, ner_data):
     assert set(info["f1"]["test"]) == {"precision", "recall", "f1"} and info["baselines"] == ["md", "rmd"]
     assert info["merge_max_abs_diff"] < 1e-4 and info["token_classifier_max_abs_diff"] < 1e-4
     assert info["lora"]["modules_to_save"] == ["classifier"]
+    test = info["default_score"]  # do no harm, on the scored words of the select part
+    assert test["baseline"] == "sr" and test["chosen"] in ("sr", *info["heads"])
+    assert test["n_rows"] == info["head_selection"]["adue"]["n_select"]
     ckpt = read_checkpoint(token_ckpt)
     assert ckpt.task == "token-classification" and ckpt.alignment == "first_subtoken"
     assert all(h.module == "linear" and h.state_dict["weight"].shape == (5, 32) for h in ckpt.heads.values())

@@ -134,7 +134,8 @@ def render(result: dict, work: Path) -> str:
                 tag = f" ({p})" if m != "sr" else ""
                 lines.append(f"| {label}{tag} | " + " | ".join(_fmt(table[n][metric][f"{m}/{p}"]) for n in names) + " |")
         lines.append("")
-    lines += ["## Do-no-harm default (chosen per run on held-out validation rows)", "", head]
+    lines += ["## Do-no-harm default (chosen per run on held-out validation rows)", "",
+              head.replace("| Method |", "| Outcome |", 1)]
     for p in PROTOCOLS:
         lines.append(f"| chosen ({p}) | " + " | ".join(", ".join(table[n]["defaults"][p]["chosen"]) for n in names)
                      + " |")

@@ -8,7 +8,7 @@ For every pair SOURCE:TARGET, protocol (``uehead``, ``authors``: the folders
 by ``--keep-models`` in ``WORK/uehead``) featurises TARGET's test texts; SR, entropy, MD, RMD
 (the run's stored statistics) and the run's AdUE / ALIEN heads score them, and every score's
 ROC-AUC against the model's errors on TARGET is set beside the same run's in-domain test ROC-AUC
-(``scores/test.npz``). RDE is left out: its fitted model is not stored in a checkpoint. Labels
+(``scores/test.npz``), with the run's do-no-harm default score (``training.json``) beside SR. RDE is left out: its fitted model is not stored in a checkpoint. Labels
 are matched by name (both sets here are negative / positive sentiment). Every score is higher =
 more uncertain; the table reports head - SR in ROC-AUC points, mean +- std over seeds.
 """
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
                 shifted = _target_scores(model_folder, seed_dir, list(tgt["test"].texts), tgt["test"].labels,
                                          int(record["max_length"]))
                 own = read_scores(seed_dir, "test")
-                row = {"seed": record["seed"], "accuracy_in_domain": record["accuracy"]["test"],
+                default = (record.get("default_score") or {}).get("chosen", "sr")
+                row = {"seed": record["seed"], "default": default, "accuracy_in_domain": record["accuracy"]["test"],
                        "accuracy_shifted": float(shifted["accuracy"]), "in_domain": {}, "shifted": {}}
                 for m in METHODS:
                     row["in_domain"][m] = M.roc_auc(own[m], own["errors"])
@@ -107,8 +108,8 @@ def main(argv=None) -> int:
                       + ", ".join(f"{m} {row['shifted'][m]:.3f}" for m in METHODS), file=sys.stderr)
             entry[protocol] = rows
         lines += [f"## {source} → {target}", "",
-                  "| protocol | where | accuracy | " + " | ".join(METHODS) + " | AdUE − SR | ALIEN − SR |",
-                  "|:--|:--|--:|" + "--:|" * (len(METHODS) + 2)]
+                  "| protocol | where | accuracy | " + " | ".join(METHODS) + " | AdUE − SR | ALIEN − SR | default − SR |",
+                  "|:--|:--|--:|" + "--:|" * (len(METHODS) + 3)]
         for protocol, rows in entry.items():
             if not rows:
                 continue
@@ -117,6 +118,8 @@ def main(argv=None) -> int:
                 cells = [M.format_mean_std(M.mean_std(r[where][m] for r in rows)) for m in METHODS]
                 gains = [M.format_mean_std(M.mean_std(r[where][h] - r[where]["sr"] for r in rows))
                          for h in ("adue", "alien")]
+                gains.append(M.format_mean_std(M.mean_std(r[where][r["default"]] - r[where]["sr"] for r in rows))
+                             + " (" + ", ".join(r["default"] for r in rows) + ")")
                 label = "in-domain test" if where == "in_domain" else f"{target} test"
                 lines.append(f"| {protocol} | {label} | {M.format_mean_std(acc)} | " + " | ".join(cells + gains) + " |")
         lines.append("")

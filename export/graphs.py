@@ -2,7 +2,7 @@
 (TorchScript) exporter (``dynamo=False``: its graph ran faster in ONNX Runtime than the dynamo one).
 
 * ``backbone.onnx``: the tokenizer's tensors -> ``features`` (z, float32 [batch, hidden]), with z
-  computed inside the graph as METHOD.md defines it (``uehead.checkpoint.POOLING_OF``): BERT-family =
+  computed inside the graph as METHOD.md defines it (``uehead.architectures.POOLING_OF``): BERT-family =
   pooled output; RoBERTa-style, DistilBERT, ELECTRA, DeBERTa-v2 = first-token hidden state;
   LLaMA-family = hidden state of the last non-pad token (right padding, found from
   ``attention_mask``). Batch and sequence axes are dynamic.
@@ -11,7 +11,7 @@
 * ``head.onnx``: ``features`` -> ``task_logits`` (the merged model's own classifier, so predictions
   never change) plus ``<kind>_logits`` for each trained uncertainty head; when all of them are
   linear layers, one Gemm on the concatenated weights followed by a Split. A two-layer classifier
-  (``uehead.checkpoint.CLASSIFIER_OF``) and its heads are :class:`DenseActLinear` blocks.
+  (``uehead.architectures.CLASSIFIER_OF``) and its heads are :class:`DenseActLinear` blocks.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from uehead.checkpoint import (CLASSIFIER_OF, DENSE_HEAD_ACTIVATIONS, HF_ACTIVATIONS, POOLING_OF, HeadWeights,
-                               dense_head_prefixes)
+from uehead.architectures import (CLASSIFIER_OF, DENSE_HEAD_ACTIVATIONS, HF_ACTIVATIONS, POOLING_OF,
+                                  dense_head_prefixes)
+from uehead.checkpoint import HeadWeights
 
 #: Tensors a backbone may take, in the order the graph (and the manifest) lists them.
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -165,7 +166,7 @@ def _dense_block(activation: str, dense: dict[str, torch.Tensor], out: dict[str,
 
 def task_classifier(model: nn.Module, architecture: str) -> nn.Module:
     """The merged model's classifier as a module on z (dropout is a no-op in eval and is left out):
-    its Linear, or a :class:`DenseActLinear` copy of its two layers (``uehead.checkpoint.CLASSIFIER_OF``)."""
+    its Linear, or a :class:`DenseActLinear` copy of its two layers (``uehead.architectures.CLASSIFIER_OF``)."""
     if architecture not in CLASSIFIER_OF:
         raise ValueError(f"unknown architecture {architecture!r}")
     layout = CLASSIFIER_OF[architecture]

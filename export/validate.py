@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from uehead import scores as reference
-from uehead.checkpoint import DENSE_HEAD_ACTIVATIONS, POOLING_OF, Checkpoint, HeadWeights, dense_head_prefixes
+from uehead.architectures import DENSE_HEAD_ACTIVATIONS, POOLING_OF, dense_head_prefixes
+from uehead.checkpoint import Checkpoint, HeadWeights
 from uehead.export.errors import ExportValidationError
 from uehead.export.graphs import FEATURES, TASK_LOGITS, head_output_name
 from uehead.scores import NonFiniteLogitsError, head_kind, head_params, score_names

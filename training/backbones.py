@@ -8,7 +8,7 @@ Built-in names (nothing is downloaded: every load passes ``local_files_only=True
 
 Any local Hugging Face folder (or a ``.gguf`` file) with a supported architecture also works.
 
-Per METHOD.md, z is what the task classifier consumes (the layers: ``uehead.checkpoint.CLASSIFIER_OF``):
+Per METHOD.md, z is what the task classifier consumes (the layers: ``uehead.architectures.CLASSIFIER_OF``):
 
 ========== ============================ ==================================== ====================
 family     z (pooling)                  classifier (head module)             model types
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from uehead.checkpoint import (ARCHITECTURE_OF_MODEL_TYPE, CLASSIFIER_OF, DENSE_HEAD_ACTIVATIONS, POOLING_OF,
-                               classifier_head_module, dense_head_prefixes)
+from uehead.architectures import (ARCHITECTURE_OF_MODEL_TYPE, CLASSIFIER_OF, DENSE_HEAD_ACTIVATIONS, POOLING_OF,
+                                  classifier_head_module, dense_head_prefixes)
 from uehead.token_task import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TOKEN_POOLING
 
 BUILTIN_MODELS = ("minilm", "smollm2")
@@ -52,7 +52,7 @@ _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class Family:
     """How one architecture family exposes z and its classifier."""
 
-    name: str               # an architecture of uehead.checkpoint.POOLING_OF ("bert", "roberta", "llama", ...)
+    name: str               # an architecture of uehead.architectures.POOLING_OF ("bert", "roberta", "llama", ...)
     pooling: str            # "pooler" | "first_token" | "last_token"
     classifier_attr: str    # attribute of the model holding the classifier's output layer
     module: str             # head module of the classifier ("linear" or a dense one; per config: DeBERTa)
@@ -213,7 +213,7 @@ def _fix_decoder_tokens(tokenizer, model, gguf: bool) -> None:
 
 class DenseHead(torch.nn.Module):
     """out(act(dense(z))) over a model's own two Linear layers (shared, not copied). Its state_dict
-    keys are the checkpoint's (``uehead.checkpoint.HEAD_MODULE_KEYS`` of ``module``)."""
+    keys are the checkpoint's (``uehead.architectures.HEAD_MODULE_KEYS`` of ``module``)."""
 
     def __init__(self, module: str, dense: torch.nn.Linear, out: torch.nn.Linear):
         super().__init__()

@@ -9,9 +9,9 @@ turned into an uncertainty score, **higher = more uncertain**:
   not public): the same copied head, U = H(softmax(h(z))) / log C, which at initialisation *is*
   the model's normalised entropy; trained with BCE + alpha * mean(U - U_H/log C)^2 + beta * L2-SP.
 
-Parameter dicts use the checkpoint's state-dict keys (:data:`uehead.checkpoint.HEAD_MODULE_KEYS`):
+Parameter dicts use the checkpoint's state-dict keys (:data:`uehead.architectures.HEAD_MODULE_KEYS`):
 ``linear`` -> ``weight`` [C, H] (+ ``bias`` [C]); the dense modules out(act(dense(z)))
-(:data:`uehead.checkpoint.DENSE_HEAD_ACTIVATIONS`) -> ``dense_tanh_linear`` (RoBERTa):
+(:data:`uehead.architectures.DENSE_HEAD_ACTIVATIONS`) -> ``dense_tanh_linear`` (RoBERTa):
 ``dense.weight`` [H, H], ``dense.bias``, ``out_proj.weight`` [C, H], ``out_proj.bias``; the others
 (DistilBERT relu, ELECTRA / DeBERTa-v2 gelu, ...): ``dense_<act>.weight`` [H, H], ``dense_<act>.bias``,
 ``weight`` [C, H], ``bias``. The keys alone say which module (and activation) a dict is, so the
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from uehead.checkpoint import DENSE_HEAD_ACTIVATIONS, dense_head_prefixes, head_module_of_keys
+from uehead.architectures import DENSE_HEAD_ACTIVATIONS, dense_head_prefixes, head_module_of_keys
 from uehead.scores import DEFAULT_LAMBDA, head_kind, head_kinds, head_params, resolve
 from uehead.training.losses import sigmoid_uncertainty
 

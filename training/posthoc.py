@@ -22,7 +22,7 @@ import re
 
 import torch
 
-from uehead.checkpoint import CLASSIFIER_OF
+from uehead.architectures import CLASSIFIER_OF
 from uehead.errors import DataError
 from uehead.training.backbones import Family, ModelSource, family_of, prepare
 

@@ -30,7 +30,7 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForSequenceClassification", "llama", "llama"),
     "mistral": ("MistralConfig", "MistralForSequenceClassification", "llama", "llama"),
 }
-#: The head module each family's classifier maps to (uehead.checkpoint.CLASSIFIER_OF).
+#: The head module each family's classifier maps to (uehead.architectures.CLASSIFIER_OF).
 MODULES = {"bert": "linear", "distilbert": "dense_relu_linear", "roberta": "dense_tanh_linear",
            "xlm-roberta": "dense_tanh_linear", "electra": "dense_gelu_linear", "deberta-v2": "dense_gelu_linear",
            "llama": "linear", "qwen2": "linear", "mistral": "linear"}
@@ -145,7 +145,8 @@ def test_posthoc_heads_export_and_serve_like_the_original_model(family, tiny_row
 def test_every_dense_head_module_exports_as_training_computes_it(module, tmp_path):
     import onnxruntime as ort
 
-    from uehead.checkpoint import DENSE_HEAD_ACTIVATIONS, HeadWeights
+    from uehead.architectures import DENSE_HEAD_ACTIVATIONS
+    from uehead.checkpoint import HeadWeights
     from uehead.export import graphs
     from uehead.training.heads import forward_numpy, random_params
 

@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training_settings import SMALL_GRID
-from uehead.checkpoint import DENSE_HEAD_ACTIVATIONS, HEAD_MODULE_KEYS, read_checkpoint
+from uehead.architectures import DENSE_HEAD_ACTIVATIONS, HEAD_MODULE_KEYS
+from uehead.checkpoint import read_checkpoint
 from uehead.datasets import DataError, load_dataset
 from uehead.training import train
 from uehead.training.backbones import ModelSource, resolve_model

@@ -45,15 +45,17 @@ class FakeTrain:
         self.fail_on = fail_on
 
     def __call__(self, model, data, out, *, max_train, epochs, max_length, seed, device, batch_size,
-                 ablations, progress):
+                 ablations, progress, protocol="uehead", finetune="lora", lora=None):
         name = Path(data).name
         self.calls.append({"model": model, "data": data, "out": Path(out), "max_train": max_train,
-                           "epochs": epochs, "max_length": max_length, "seed": seed, "ablations": ablations})
+                           "epochs": epochs, "max_length": max_length, "seed": seed, "ablations": ablations,
+                           "protocol": protocol, "finetune": finetune, "lora": lora})
         if name == self.fail_on:
             raise RuntimeError(f"boom on {name}")
         out = Path(out)
         (out / "model").mkdir(parents=True)
         (out / "model" / "model.safetensors").write_bytes(b"0" * 100)
+        (out / "model" / "config.json").write_text("{}")
         (out / "scores").mkdir()
         rng = np.random.default_rng([seed, sum(map(ord, name))])
         n = 200
@@ -246,3 +248,21 @@ def test_aggregate_only_cli_is_torch_free(tmp_path, datasets):
     assert proc.returncode == 0, proc.stderr
     result, md = _read(tmp_path, "cli")
     assert result["settings"]["seeds"] == [0] and "| Method | CoLA | SST-2 | Rank ↓ |" in md
+
+
+def test_second_protocol_shares_the_first_runs_lora_models(tmp_path, datasets):
+    """--protocol authors --lora-from W fits heads on W's merged model of the same dataset and seed."""
+    first = tmp_path / "ue"
+    assert rp.main(_argv(tmp_path, datasets, "--seeds", "0", "--work", str(first), "--keep-models"),
+                   train_fn=FakeTrain()) == 0
+    fake = FakeTrain()
+    argv = _argv(tmp_path, datasets, "--seeds", "0", "--work", str(tmp_path / "au"), "--protocol", "authors",
+                 "--lora-from", str(first), "--warmup-ratio", "0.1", "--out", str(tmp_path / "au_report"))
+    assert rp.main(argv, train_fn=fake) == 0
+    assert {c["protocol"] for c in fake.calls} == {"authors"} and {c["finetune"] for c in fake.calls} == {"none"}
+    assert all(Path(c["model"]) == first / Path(c["data"]).name / "seed0" / "model" for c in fake.calls)
+    assert all(c["lora"].warmup_ratio == 0.1 for c in fake.calls)
+    missing = rp.main(_argv(tmp_path, datasets, "--seeds", "1", "--work", str(tmp_path / "au2"), "--protocol",
+                            "authors", "--lora-from", str(first), "--out", str(tmp_path / "au2_report")),
+                      train_fn=FakeTrain())
+    assert missing != 0   # seed 1 has no kept model to share: every run fails and says why

@@ -100,5 +100,5 @@ def describe_default(record: Mapping) -> str:
                      f"{100 * c['ci_high']:+.2f}]{', significant' if c['significant'] else ', not significant'})")
     where = f" on {record.get('n_rows')} {record.get('rows') or 'held-out'} rows" if record.get("n_rows") else ""
     detail = "; ".join(parts) if parts else record.get("reason", "")
-    verdict = "a head is clearly better" if chosen != base else f"no head is clearly better, so {base} is"
+    verdict = f"{chosen} is clearly better than {base}" if chosen != base else f"no head is clearly better than {base}"
     return f"default uncertainty: {chosen} ({verdict}{where}: {detail})"

@@ -25,10 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uehead import __version__
-from uehead._extras import installed_versions
 from uehead.datasets import Dataset, load_dataset
-from uehead.evaluation.metrics import roc_auc_rows
 from uehead.evaluation.paired import choose_default_score, describe_default
 from uehead.scores import entropy, softmax_response
 from uehead.training import backbones, checkpoint
@@ -42,6 +39,7 @@ from uehead.training.config import (
 from uehead.training.data import Encoded, collate, encode, stratified_subsample
 from uehead.training.features import Features, check_pooling, extract
 from uehead.training.fit import GridResult, fit_heads, split_fit_select
+from uehead.training.records import base_record, head_selection, split_roc_auc
 from uehead.training.heads import (
     HeadVariant,
     classifier_params,
@@ -52,7 +50,6 @@ from uehead.training.heads import (
 from uehead.training.lora import finetune, merge_checked, resolve_device
 from uehead.token_task import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 
-_VERSIONED = ("torch", "transformers", "peft", "safetensors", "tokenizers", "scikit-learn", "numpy", "scipy", "gguf")
 
 
 def train(model: str, data: str, out: str | os.PathLike, heads=("adue", "alien"), max_train: int | None = None,
@@ -339,45 +336,6 @@ def _run_record(cfg: TrainConfig, inputs: _Inputs, outputs: _Outputs) -> dict:
     return record
 
 
-def base_record(cfg: TrainConfig, family: backbones.Family, device: torch.device, label_names,
-                head_variants: list[HeadVariant]) -> dict:
-    """The part of ``training.json`` every task writes: versions, model, data, settings, LoRA, heads."""
-    return {
-        "uehead_version": __version__,
-        "versions": run_versions(),
-        "model": cfg.model, "architecture": family.name, "pooling": family.pooling,
-        "data": cfg.data, "num_classes": len(label_names), "label_names": list(label_names),
-        "seed": cfg.seed, "max_train": cfg.max_train, "epochs": cfg.epochs, "max_length": cfg.max_length,
-        "batch_size": cfg.batch_size, "device": str(device),
-        "lora": None if cfg.finetune == "none" else {
-                 "r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout, "target_modules": list(family.lora_targets), "modules_to_save": list(family.classifier_attrs),
-                 "optimizer": "AdamW", "lr": cfg.lora.lr, "weight_decay": cfg.lora.weight_decay,
-                 "schedule": "linear", "warmup_ratio": cfg.lora.warmup_ratio,
-                 "max_grad_norm": cfg.lora.max_grad_norm,
-                 "select_best_epoch": cfg.lora.select_best_epoch, "select_max_rows": cfg.lora.select_max_rows,
-                 "precision": "bf16-autocast" if device.type == "cuda" else "fp32"},
-        "heads": list(cfg.heads),
-        "finetune": cfg.finetune, "protocol": cfg.protocol,
-        "ablations": [v.name for v in head_variants if v.name not in cfg.heads],
-    }
-
-
-def head_selection(heads: dict[str, GridResult]) -> dict:
-    """What the grid chose for each head, and its ROC-AUC on the select part of VALID."""
-    return {n: {"hyperparameters": r.hyperparameters_, "roc_auc_select": r.roc_auc_,
-                "init_roc_auc_select": r.init_roc_auc_, "n_fit": r.n_fit_, "n_select": r.n_select_,
-                "grid_points": len(r.grid_)}
-            for n, r in heads.items()}
-
-
-def split_roc_auc(scores: dict[str, np.ndarray], errors: np.ndarray) -> dict[str, float | None]:
-    """ROC-AUC of every method on one split; None for all when the model makes no errors or no correct rows."""
-    if not 0 < errors.sum() < len(errors):
-        return {m: None for m in scores}
-    aucs = roc_auc_rows(np.stack(list(scores.values())), errors)
-    return {m: float(a) for m, a in zip(scores, aucs)}
-
-
 def publish(cfg: TrainConfig, partial: Path, record: dict, timings: dict[str, float]) -> None:
     """Add the stage ``timings`` (seconds, plus their total) to the record, write it, then move the
     finished checkpoint into ``cfg.out`` (replacing an old one)."""
@@ -393,10 +351,6 @@ def publish(cfg: TrainConfig, partial: Path, record: dict, timings: dict[str, fl
         path.chmod(0o755 if path.is_dir() else 0o644)
     if cfg.progress:
         _summary(cfg.out, record)
-
-
-def run_versions() -> dict[str, str]:
-    return {"python": sys.version.split()[0], **installed_versions(_VERSIONED)}
 
 
 def _summary(out: Path, record: dict) -> None:

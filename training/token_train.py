@@ -32,9 +32,9 @@ from uehead.runtime.word_tokenize import WordTokenizer
 from uehead.token_datasets import TokenDataset, load_token_dataset
 from uehead.token_task import FIRST_SUBTOKEN, TOKEN_CLASSIFICATION
 from uehead.training import backbones, checkpoint
-from uehead.training.api import (StageClock, base_record, check_out, fit_uncertainty_heads, head_selection,
-                                 new_partial, publish, score_split, split_roc_auc, write_baselines, write_heads,
-                                 default_score_test)
+from uehead.training.api import (StageClock, check_out, default_score_test, fit_uncertainty_heads, new_partial,
+                                 publish, score_split, write_baselines, write_heads)
+from uehead.training.records import base_record, head_selection, split_roc_auc
 from uehead.training.baselines import FittedBaselines, fit_baselines
 from uehead.training.config import TrainConfig
 from uehead.training.data import collate, stratified_subsample

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from uehead import __version__
+from uehead.cli_data import add_data_file_arguments, columns, data_options
 from uehead.errors import UeheadError
 from uehead.token_task import SEQUENCE_CLASSIFICATION, TASKS
 
@@ -28,41 +29,8 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-#: The data-file options of train / evaluate / calibrate: (argparse dest, DataFileOptions field).
-_DATA_FILE_OPTIONS = (("text_column", "text_column"), ("label_column", "label_column"),
-                      ("split_column", "split_column"), ("valid_fraction", "valid_fraction"),
-                      ("test_fraction", "test_fraction"), ("split_seed", "seed"))
-_SPLIT_OPTIONS = ("split_column", "valid_fraction", "test_fraction", "split_seed")
-
-
-def _data_options(a: argparse.Namespace, *, split_by_default: bool):
-    """The DataFileOptions of ``--data`` when it is a data file (None for a dataset folder or name).
-
-    ``split_by_default`` (train): the file is always split; otherwise (evaluate, calibrate) only
-    when a split option is given, and None means every row of the file."""
-    from uehead.datasets import BUILTIN, DataError, DataFileOptions, is_data_file
-
-    given = [dest for dest, _ in _DATA_FILE_OPTIONS if getattr(a, dest) is not None]
-    if str(a.data) in BUILTIN or not is_data_file(a.data):
-        if given:
-            flags = ", ".join("--" + d.replace("_", "-") for d in given)
-            raise DataError(f"--data {a.data}: {flags} apply to a .csv / .jsonl / .parquet data file only; a dataset "
-                            "folder has text and label fields and its own split files. Drop them.")
-        return None
-    if not split_by_default and not any(getattr(a, d) is not None for d in _SPLIT_OPTIONS):
-        return None
-    defaults = DataFileOptions()
-    return DataFileOptions(**{field: getattr(defaults, field) if getattr(a, dest) is None else getattr(a, dest)
-                              for dest, field in _DATA_FILE_OPTIONS})
-
-
-def _columns(a: argparse.Namespace) -> dict:
-    """text_column / label_column of a labelled file read whole (no split options)."""
-    return {"text_column": a.text_column or "text", "label_column": a.label_column or "label"}
-
-
 def _cmd_train(a: argparse.Namespace) -> int:
-    options = _data_options(a, split_by_default=True)  # before torch is imported: a bad option fails fast
+    options = data_options(a, split_by_default=True)  # before torch is imported: a bad option fails fast
     from uehead.training import train
 
     train(model=a.model, data=a.data, out=a.out, heads=a.heads, max_train=a.max_train, epochs=a.epochs,
@@ -132,19 +100,19 @@ def _floats(value: str) -> tuple[float, ...]:
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     from uehead.calibration import calibrate
 
-    options = _data_options(a, split_by_default=False)
+    options = data_options(a, split_by_default=False)
     calibrate(a.bundle, a.data, out=a.out, split=a.split, score=a.score, risk=a.risk, delta=a.delta,
               coverage=a.coverage, method=a.method, class_conditional=a.class_conditional,
-              batch_size=a.batch_size, data_options=options, **_columns(a))
+              batch_size=a.batch_size, data_options=options, **columns(a))
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from uehead.evaluation.evaluate import evaluate_bundle
 
-    options = _data_options(a, split_by_default=False)
+    options = data_options(a, split_by_default=False)
     evaluate_bundle(a.bundle, a.data, split=a.split, json_out=a.json, plots=not a.no_plots,
-                    max_rows=a.max_rows, data_options=options, **_columns(a))
+                    max_rows=a.max_rows, data_options=options, **columns(a))
     return 0
 
 
@@ -223,25 +191,6 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _add_data_file_arguments(p: argparse.ArgumentParser, *, splits: str) -> None:
-    """--text-column ... --split-seed; ``splits`` says what happens to a file without a split column."""
-    p.add_argument("--text-column", default=None, help="column of a data file holding the texts (default: text)")
-    p.add_argument("--label-column", default=None,
-                   help="column of a data file holding the labels, names or integer ids (default: label)")
-    p.add_argument("--split-column", default=None,
-                   help="column of a data file giving each row's split: train, valid or test (any case; also "
-                        f"training, validation, val, dev, testing) (default: none; {splits})")
-    p.add_argument("--valid-fraction", type=float, default=None,
-                   help="share of each class held out as valid when a data file has no split column "
-                        "(default: 0.1)")
-    p.add_argument("--test-fraction", type=float, default=None,
-                   help="share of each class held out as test when a data file has no split column "
-                        "(default: 0.1)")
-    p.add_argument("--split-seed", type=int, default=None,
-                   help="seed of that per-class split; the same file, fractions and seed give the same rows "
-                        "(default: 0)")
-
-
 def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="LoRA fine-tune, merge, train uncertainty heads -> checkpoint")
     t.add_argument("--model", required=True,
@@ -271,7 +220,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--protocol", default="uehead", choices=("uehead", "authors"),
                    help="how heads are trained: uehead (fit/select on valid halves) or authors (the AdUE "
                         "authors' recipe: train-split features, early stopping on valid) (default: uehead)")
-    _add_data_file_arguments(t, splits="the file is split per class by --valid-fraction / --test-fraction, "
+    add_data_file_arguments(t, splits="the file is split per class by --valid-fraction / --test-fraction, "
                                        "seeded by --split-seed")
     t.set_defaults(func=_cmd_train)
 
@@ -355,7 +304,7 @@ def _add_evaluate_parser(sub) -> None:
                          "names or ids (required)")
     ev.add_argument("--split", default="test",
                     help="split of a dataset; of a data file when a split option below is given (default: test)")
-    _add_data_file_arguments(ev, splits="without a split option every row of a data file is scored; give the "
+    add_data_file_arguments(ev, splits="without a split option every row of a data file is scored; give the "
                                         "training's split options to score only its --split rows")
     ev.add_argument("--json", required=True, type=Path, help="metrics JSON to write; plots go next to it (required)")
     ev.add_argument("--max-rows", type=int, default=None, help="score only the first N rows (default: all)")
@@ -386,7 +335,7 @@ def _add_calibrate_parser(sub) -> None:
                    help="conformal score of the prediction sets (default: lac)")
     c.add_argument("--class-conditional", action="store_true",
                    help="one conformal quantile per class, Mondrian (flag; default: one for all classes)")
-    _add_data_file_arguments(c, splits="without a split option every row of a data file is used; give the "
+    add_data_file_arguments(c, splits="without a split option every row of a data file is used; give the "
                                        "training's split options to use only its --split rows")
     c.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call (default: 32)")
     c.set_defaults(func=_cmd_calibrate)

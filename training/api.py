@@ -161,7 +161,7 @@ def run(cfg: TrainConfig) -> Path:
 
 def _load_inputs(cfg: TrainConfig) -> _Inputs:
     """The dataset, the backbone (classifier seeded with ``cfg.seed``) and the TRAIN / VALID encodings."""
-    dataset = load_dataset(cfg.data, options=cfg.data_options) if cfg.data_options else load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, options=cfg.data_options)
     device = resolve_device(cfg.device)
     source = backbones.resolve_model(cfg.model)
     torch.manual_seed(cfg.seed)
@@ -182,9 +182,9 @@ def _load_inputs(cfg: TrainConfig) -> _Inputs:
 def _finetune_and_merge(cfg: TrainConfig, inputs: _Inputs, clock: StageClock):
     """LoRA on the TRAIN rows, then the merged model, checked against the adapter and the pooling
     (``finetune="none"``: the model as loaded, pooling checked, merge difference 0)."""
+    probe = {k: v.to(inputs.device) for k, v in collate(inputs.valid_enc.ids[:64], inputs.pad_id).items()}
     if cfg.finetune == "none":
         model = inputs.model.to(inputs.device).eval()
-        probe = {k: v.to(inputs.device) for k, v in collate(inputs.valid_enc.ids[:64], inputs.pad_id).items()}
         check_pooling(model, inputs.family, probe)
         clock.lap("posthoc_load")
         return model, 0.0
@@ -196,7 +196,6 @@ def _finetune_and_merge(cfg: TrainConfig, inputs: _Inputs, clock: StageClock):
                           progress=cfg.progress, select=select, history=inputs.lora_history)
     inputs.lora_history[-1]["select_rows"] = len(select) if cfg.lora.select_best_epoch else 0
     clock.lap("lora_finetune")
-    probe = {k: v.to(inputs.device) for k, v in collate(inputs.valid_enc.ids[:64], inputs.pad_id).items()}
     merged, merge_diff = merge_checked(peft_model, probe, cfg.merge_atol)
     check_pooling(merged, inputs.family, probe)
     clock.lap("merge")
@@ -225,11 +224,10 @@ def _fit_distance_baselines(cfg: TrainConfig, inputs: _Inputs, train_feats: Feat
     """MD / RMD / RDE on the features of (at most ``md_max_rows``) TRAIN rows; None without baselines."""
     if not cfg.baselines:
         return None
-    z, labels = train_feats.z, train_feats.labels
-    if cfg.protocol == "authors":  # every training row was featurised: take the baselines' share
-        idx = stratified_subsample(labels, cfg.baseline.md_max_rows, seed=cfg.seed)
-        z, labels = z[idx], labels[idx]
-    fitted = fit_baselines(z, labels, inputs.dataset.num_classes, cfg.baselines,
+    # The same stratified share _extract_train featurised (a no-op then: it already has that many rows),
+    # or, when every training row was featurised for the authors' heads, the baselines' share of them.
+    idx = stratified_subsample(train_feats.labels, cfg.baseline.md_max_rows, seed=cfg.seed)
+    fitted = fit_baselines(train_feats.z[idx], train_feats.labels[idx], inputs.dataset.num_classes, cfg.baselines,
                            rde_max_rows=cfg.baseline.rde_max_rows, rde_components=cfg.baseline.rde_components,
                            seed=cfg.seed)
     clock.lap("baselines_fit")

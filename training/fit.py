@@ -165,7 +165,8 @@ def fit_variant(variant: HeadVariant, init: dict[str, np.ndarray], z: np.ndarray
             continue
         with torch.no_grad():
             u_sel = scores(z_sel, params).double().numpy()
-        aucs = np.where(np.isnan(roc_auc_rows(u_sel, e_sel)), -np.inf, roc_auc_rows(u_sel, e_sel))
+        aucs = roc_auc_rows(u_sel, e_sel)
+        aucs = np.where(np.isnan(aucs), -np.inf, aucs)
         if grid.patience is None:
             table += [{"lr": p_lr, "epochs": epoch, "alpha": p_a, "beta": p_b, "roc_auc": float(aucs[i])}
                       for i, (p_lr, p_a, p_b) in enumerate(points)]

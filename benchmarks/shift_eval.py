@@ -41,24 +41,29 @@ def _data(datasets: Path, name: str) -> str:
     return name if name == "rotten_tomatoes" else str(datasets / name)
 
 
-def _target_scores(model_folder: Path, run: Path, texts, labels, max_length: int) -> dict[str, np.ndarray]:
-    """Every method's U on ``texts`` with the run's model, heads and MD statistics, plus ``errors``."""
+def _features(model_folder: Path, texts, labels, max_length: int):
+    """z and logits of ``texts`` from the merged model in ``model_folder`` (both protocols' runs of a
+    dataset x seed share it, so it is featurised once)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from uehead.checkpoint import read_head, read_md
-    from uehead.runtime.distances import Baselines
-    from uehead.scores import entropy, softmax_response
     from uehead.training import backbones
     from uehead.training.data import encode
     from uehead.training.features import extract
-    from uehead.training.heads import forward_numpy, score_numpy
 
     model = AutoModelForSequenceClassification.from_pretrained(model_folder, local_files_only=True).float().eval()
     tok = AutoTokenizer.from_pretrained(model_folder, local_files_only=True)
-    family = backbones.family_of(model.config)
-    feats = extract(model, family, encode(tok, texts, labels, max_length), pad_id=int(tok.pad_token_id),
-                    device=torch.device("cpu"), progress=False)
+    return extract(model, backbones.family_of(model.config), encode(tok, texts, labels, max_length),
+                   pad_id=int(tok.pad_token_id), device=torch.device("cpu"), progress=False)
+
+
+def _target_scores(feats, run: Path) -> dict[str, np.ndarray]:
+    """Every method's U on the features with the run's heads and MD statistics, plus ``errors``."""
+    from uehead.checkpoint import read_head, read_md
+    from uehead.runtime.distances import Baselines
+    from uehead.scores import entropy, softmax_response
+    from uehead.training.heads import forward_numpy, score_numpy
+
     out = {"sr": softmax_response(feats.logits), "entropy": entropy(feats.logits)}
     md = Baselines.from_arrays(read_md(run, False))
     out["md"], out["rmd"] = md.md(feats.z), md.rmd(feats.z)
@@ -86,6 +91,7 @@ def main(argv=None) -> int:
         source, target = pair.split(":")
         tgt = load_dataset(_data(args.datasets, target), splits=("test",))
         entry = result["pairs"][pair] = {}
+        features = {}  # model folder -> features of TARGET's test texts
         for protocol in ("uehead", "authors"):
             rows = []
             for seed_dir in sorted((args.work / protocol / source).glob("seed*")):
@@ -94,8 +100,10 @@ def main(argv=None) -> int:
                 if list(names) != list(tgt.label_names):
                     raise SystemExit(f"{seed_dir}: labels {names} differ from {target}'s {list(tgt.label_names)}")
                 model_folder = args.work / "uehead" / source / seed_dir.name / "model"
-                shifted = _target_scores(model_folder, seed_dir, list(tgt["test"].texts), tgt["test"].labels,
-                                         int(record["max_length"]))
+                if model_folder not in features:
+                    features[model_folder] = _features(model_folder, list(tgt["test"].texts), tgt["test"].labels,
+                                                       int(record["max_length"]))
+                shifted = _target_scores(features[model_folder], seed_dir)
                 own = read_scores(seed_dir, "test")
                 default = (record.get("default_score") or {}).get("chosen", "sr")
                 row = {"seed": record["seed"], "default": default, "accuracy_in_domain": record["accuracy"]["test"],

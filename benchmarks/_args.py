@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from uehead.bench import BATCH_SIZES, LENGTHS
+from uehead.bench import BATCH_SIZES, LENGTHS, PEERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -28,7 +28,8 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_ints, default=BATCH_SIZES)
     p.add_argument("--lengths", type=_strs, default=tuple(LENGTHS))
     p.add_argument("--min-texts", type=int, default=32, help="texts per cell: max(batch size, this)")
-    p.add_argument("--peers", type=_strs, default=None, help="subset of uehead.bench.engines.PEERS")
+    p.add_argument("--peers", type=_strs, default=None,
+                   help=f"comma-separated subset of {', '.join(PEERS)} (default: all)")
     p.add_argument("--out", type=Path, default=RESULTS / default_out)
     return p
 

@@ -3,8 +3,10 @@
     python benchmarks/bench_e2e.py --fp32 B32 --int8 B8 --checkpoint CKPT [--repeats 7]
 
 One run, same texts (Rotten Tomatoes sentences: short, ~64 and ~128 tokens), batch sizes
-1, 8, 32, 128, engines interleaved per repeat, medians. Also measures the fp32 matmul peak on
-the same threads, so each backbone's GFLOP/s is reported as a % of it. Prints tables and writes
+1, 8, 32, 128, engines interleaved per repeat, medians. The peers include optimum's strongest
+configurations (ORTOptimizer O2 / O3, dynamic int8 of those graphs, static QDQ int8 calibrated on
+train sentences; see uehead.bench.peers). Also measures the fp32 matmul and int8 GEMM peaks on the
+same threads, so each backbone's GFLOP/s is reported as a % of them. Prints tables and writes
 benchmarks/results/e2e.json.
 """
 import sys

@@ -13,7 +13,8 @@ from typing import Any
 __all__ = ["BASELINE", "PEERS", "bundle_engine_name", "peer_names", "runtime_engine"]
 
 #: What a user would otherwise pick for the same merged model (see :mod:`uehead.bench.peers`).
-PEERS = ("pytorch-fp32", "pytorch-int8", "optimum-fp32", "optimum-int8", "optimum-pipeline-fp32")
+PEERS = ("pytorch-fp32", "pytorch-int8", "optimum-fp32", "optimum-int8", "optimum-pipeline-fp32", "optimum-o2-fp32",
+         "optimum-o3-fp32", "optimum-o2-int8", "optimum-o3-int8", "optimum-static-int8")
 #: The engine every speed-up is relative to (``x_vs_pytorch-fp32``).
 BASELINE = "pytorch-fp32"
 

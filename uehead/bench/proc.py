@@ -1,4 +1,4 @@
-"""Benchmarks that need fresh processes: cold start + peak RSS, and the CPU's fp32 matmul peak.
+"""Benchmarks that need fresh processes: cold start + peak RSS, and the CPU's fp32 and int8 GEMM peaks.
 
 Torch-free: the PyTorch cold start runs in a child process that imports torch, never here.
 Peak RSS is the child's own ``VmHWM`` (``/proc/self/status``), not ``ru_maxrss``, which on Linux
@@ -84,7 +84,11 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 
                   "peak_rss_mb": rss1, "peak_rss_after_batch32_mb": _hwm_mb(), "torch_imported": True}))
 """
 
-#: Child: the CPU's fp32 matmul peak (numpy's BLAS, and ONNX Runtime when onnx is installed).
+#: Child: the CPU's fp32 matmul peak (numpy's BLAS, and ONNX Runtime when onnx is installed), and ONNX
+#: Runtime's int8 GEMM peak: MatMulInteger (u8 x s8, int32 out: the raw limit) and the fused ops ONNX
+#: Runtime turns a dynamically quantised graph into (DynamicQuantizeMatMul, MatMulIntegerToFloat), with
+#: per-column weight scales and zero points as quantize_dynamic(per_channel=True) writes them; one
+#: MatMulIntegerToFloat without weight zero points too (a faster kernel path).
 PEAK_CHILD = """
 import json, sys, time
 import numpy as np
@@ -94,29 +98,57 @@ a = rng.random((n, n), dtype=np.float32)
 b = rng.random((n, n), dtype=np.float32)
 flop = 2.0 * n ** 3
 
-def measure(fn):
+def measure(fn, unit="gflops"):
     fn()
     ts = []
     for _ in range(reps):
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
     ts.sort()
-    return {"gflops_best": flop / ts[0] / 1e9, "gflops_median": flop / ts[len(ts) // 2] / 1e9}
+    return {unit + "_best": flop / ts[0] / 1e9, unit + "_median": flop / ts[len(ts) // 2] / 1e9}
 
 out = {"n": n, "reps": reps, "threads": threads, "numpy": measure(lambda: a @ b)}
 try:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     import onnxruntime as ort
-    g = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "mm",
-                          [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
-                          [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
-                          [numpy_helper.from_array(b, "B")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
-    so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    out["onnxruntime"] = measure(lambda: sess.run(None, {"A": a}))
 except ImportError as exc:
     out["onnxruntime"] = {"skipped": f"onnx not installed ({exc})"}
+    out["onnxruntime_int8"] = {"skipped": f"onnx not installed ({exc})"}
+else:
+    def session(node, in_type, out_type, inits):
+        g = helper.make_graph([node], "mm", [helper.make_tensor_value_info("A", in_type, [n, n])],
+                              [helper.make_tensor_value_info("C", out_type, [n, n])], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        m.ir_version = 8
+        so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    sess = session(helper.make_node("MatMul", ["A", "B"], ["C"]), TensorProto.FLOAT, TensorProto.FLOAT,
+                   [numpy_helper.from_array(b, "B")])
+    out["onnxruntime"] = measure(lambda: sess.run(None, {"A": a}))
+    a_u8 = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    w = {"B": rng.integers(-127, 128, (n, n), dtype=np.int8), "b_zp": np.zeros(n, np.int8),
+         "b_scale": np.full(n, 0.01, np.float32), "a_scale": np.array(0.02, np.float32),
+         "a_zp": np.array(128, np.uint8)}
+    ms = "com.microsoft"
+    ops = {"MatMulInteger": ("MatMulInteger", ["A", "B", "a_zp", "b_zp"], "", TensorProto.UINT8, TensorProto.INT32),
+           "DynamicQuantizeMatMul": ("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ms, TensorProto.FLOAT,
+                                     TensorProto.FLOAT),
+           "MatMulIntegerToFloat": ("MatMulIntegerToFloat", ["A", "B", "a_scale", "b_scale", "a_zp", "b_zp"], ms,
+                                    TensorProto.UINT8, TensorProto.FLOAT),
+           "MatMulIntegerToFloat_no_b_zero_point": ("MatMulIntegerToFloat", ["A", "B", "a_scale", "b_scale", "a_zp"],
+                                                    ms, TensorProto.UINT8, TensorProto.FLOAT)}
+    int8 = {}
+    for key, (op, inputs, domain, in_type, out_type) in ops.items():
+        try:
+            s = session(helper.make_node(op, inputs, ["C"], domain=domain), in_type, out_type,
+                        [numpy_helper.from_array(w[i], i) for i in inputs[1:]])
+            x = a if in_type == TensorProto.FLOAT else a_u8
+            int8[key] = measure(lambda: s.run(None, {"A": x}), unit="gops")
+        except Exception as exc:  # an op this build lacks is reported, not fatal
+            int8[key] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    out["onnxruntime_int8"] = int8
 print(json.dumps(out))
 """
 
@@ -144,11 +176,22 @@ def _run_child(code: str, args: Sequence[str], env: dict[str, str], timeout: flo
 
 
 def peak_gflops(threads: int, n: int = 2048, reps: int = 10) -> dict[str, Any]:
-    """The CPU's fp32 peak as measured by a large matmul (numpy's BLAS and ONNX Runtime) on
-    ``threads`` threads, in a fresh process; ``peak_gflops`` is the better of the two (best run)."""
+    """The CPU's fp32 and int8 GEMM peaks on ``threads`` threads, in a fresh process (best of ``reps``
+    ``n``^3 products). ``peak_gflops``: the better of numpy's BLAS and ONNX Runtime's fp32 MatMul.
+    ``int8_peak_gops`` (2 n^3 integer multiply-adds / s, so int8 and fp32 figures share a scale): the
+    best of ONNX Runtime's int8 GEMM ops (``onnxruntime_int8``); None, with ``int8_skipped`` saying
+    why, when none could run (no onnx to build the graphs, or the ops are missing)."""
     out = _run_child(PEAK_CHILD, [n, reps, threads], child_env(threads))
     best = [v["gflops_best"] for k, v in out.items() if isinstance(v, dict) and "gflops_best" in v]
     out["peak_gflops"] = max(best)
+    int8 = out.get("onnxruntime_int8", {})
+    gops = {k: v["gops_best"] for k, v in int8.items() if isinstance(v, dict) and "gops_best" in v}
+    out["int8_peak_gops"] = max(gops.values()) if gops else None
+    if gops:
+        out["int8_peak_op"] = max(gops, key=gops.get)
+    else:
+        reasons = [int8["skipped"]] if "skipped" in int8 else [f"{k}: {v.get('skipped')}" for k, v in int8.items()]
+        out["int8_skipped"] = "; ".join(reasons) or "no int8 measurement"
     return out
 
 

@@ -2,10 +2,12 @@
 
 The sections (``parts``), measured on the same texts, medians over ``repeats``:
 
-* ``peak``: the CPU's fp32 matmul peak on the same threads (numpy and ONNX Runtime), measured
-  at the start and again at the end (the best is kept);
+* ``peak``: the CPU's fp32 matmul peak on the same threads (numpy and ONNX Runtime) and ONNX
+  Runtime's int8 GEMM peak (its quantised MatMul ops), measured at the start and again at the end
+  (the best of each is kept);
 * ``stages``: per batch, tokenisation / backbone graph / head graph / kernels, the head +
-  kernels as a percentage of the backbone, the backbone's GFLOP/s, and the head's overhead in a
+  kernels as a percentage of the backbone, the backbone's GFLOP/s (% of the fp32 peak; an int8
+  backbone's also as % of the int8 peak, ``pct_of_int8_peak``), and the head's overhead in a
   batch job (:mod:`uehead.bench.overhead`);
 * ``e2e``: end to end (texts in, probabilities out) for each bundle and, with a checkpoint and the
   export extra, for the peers (:mod:`uehead.bench.peers`);
@@ -78,7 +80,7 @@ def run_bench(bundle: str | os.PathLike | Sequence[str | os.PathLike], json_out:
     cells = _Cells(texts, lengths, batch_sizes, min_texts, repeats)
 
     if "peak" in parts:
-        _say("peak: fp32 matmul on the same threads ...")
+        _say("peak: fp32 and int8 matmul on the same threads ...")
         doc["peak"] = peak_gflops(threads)
     if "stages" in parts:
         _run_stages(doc, models, cells)
@@ -159,8 +161,8 @@ def _run_e2e(doc: dict[str, Any], models: dict[str, Any], cells: _Cells, *, chec
         for engine, r in e2e_times(engines, cell, b, cells.repeats).items():
             row = {"length": length, "batch_size": b, "engine": engine, "n_texts": len(cell), **r}
             if engine in peer_objs:
-                row.update(_peer_split(peer_objs[engine].take_log(), len(cell), doc["backbone_dims"],
-                                       doc.get("peak")))
+                row.update(_peer_split(peer_objs[engine].take_log(), len(cell), doc["backbone_dims"]))
+                _add_pcts(row, engine, doc.get("peak"))
             rows.append(row)
     doc["e2e"] = rows
     doc["agreement"] = _agreement(engines, cells.texts["short"]["texts"])
@@ -179,6 +181,22 @@ def _validate_run_args(bundles, lengths, parts, batch_sizes, repeats) -> None:
         raise ValueError(f"repeats={repeats!r}: pass a positive int.")
 
 
+def _is_int8(engine: str) -> bool:
+    """Whether an engine's backbone runs int8 GEMMs (its efficiency is then also read against the int8 peak)."""
+    return engine.split(":", 1)[0].endswith("-int8")
+
+
+def _add_pcts(row: dict[str, Any], engine: str, peak: dict[str, Any] | None) -> None:
+    """``pct_of_peak`` (fp32 peak) and, for an int8 engine, ``pct_of_int8_peak`` from ``backbone_gflops``
+    (an int8 backbone's multiply-adds count 2 ops each, like the int8 peak's)."""
+    if not row.get("backbone_gflops") or not peak:
+        return
+    if peak.get("peak_gflops"):
+        row["pct_of_peak"] = 100.0 * row["backbone_gflops"] / peak["peak_gflops"]
+    if _is_int8(engine) and peak.get("int8_peak_gops"):
+        row["pct_of_int8_peak"] = 100.0 * row["backbone_gflops"] / peak["int8_peak_gops"]
+
+
 def _stage_row(name, length, b, st, dims, peak) -> dict[str, Any]:
     row = {"bundle": name, "length": length, "batch_size": b,
            "seq_len_mean": float(np.mean([s for _, s in st["shapes"]])),
@@ -189,25 +207,33 @@ def _stage_row(name, length, b, st, dims, peak) -> dict[str, Any]:
         gflop = bert_flops(dims, st["shapes"]) / st["n_batches"] / 1e9
         row["backbone_gflop_per_batch"] = gflop
         row["backbone_gflops"] = gflop / st["backbone"] if st["backbone"] else None
-        best = (peak or {}).get("peak_gflops")
-        if best and row["backbone_gflops"]:
-            row["pct_of_peak"] = 100.0 * row["backbone_gflops"] / best
+        _add_pcts(row, name, peak)
     return row
 
 
 def merge_peak(doc: dict[str, Any], again: dict[str, Any]) -> None:
-    """Keep the best of the peak measurements (all kept under ``runs``) and rescale ``pct_of_peak``."""
+    """Keep the best of the peak measurements (all kept under ``runs``), the fp32 and the int8 peak
+    each from its own best run, and rescale ``pct_of_peak`` / ``pct_of_int8_peak``."""
     peak = dict(doc["peak"])
     runs = peak.pop("runs", None) or [peak]
     runs.append(again)
     best = max(runs, key=lambda r: r["peak_gflops"])
-    doc["peak"] = {**best, "runs": runs}
-    for row in doc.get("stages", []) + doc.get("e2e", []):
-        if row.get("backbone_gflops"):
-            row["pct_of_peak"] = 100.0 * row["backbone_gflops"] / best["peak_gflops"]
+    merged = {k: v for k, v in best.items() if k not in ("int8_peak_gops", "int8_peak_op", "int8_skipped")}
+    int8_runs = [r for r in runs if r.get("int8_peak_gops")]
+    if int8_runs:
+        best8 = max(int8_runs, key=lambda r: r["int8_peak_gops"])
+        merged.update(int8_peak_gops=best8["int8_peak_gops"], int8_peak_op=best8.get("int8_peak_op"),
+                      onnxruntime_int8=best8.get("onnxruntime_int8"))
+    else:
+        merged.update(int8_peak_gops=None, int8_skipped=best.get("int8_skipped", "no int8 measurement"))
+    doc["peak"] = {**merged, "runs": runs}
+    for row in doc.get("stages", []):
+        _add_pcts(row, row.get("bundle", ""), doc["peak"])
+    for row in doc.get("e2e", []):
+        _add_pcts(row, row.get("engine", ""), doc["peak"])
 
 
-def _peer_split(log, n_texts: int, dims, peak) -> dict[str, float]:
+def _peer_split(log, n_texts: int, dims) -> dict[str, float]:
     """Tokenise / forward split of a peer's timed calls (medians) and its forward GFLOP/s."""
     calls = [c for c in log[1:] if c[0] == n_texts]  # log[0] is e2e_times' warm-up call
     if not calls:
@@ -218,8 +244,6 @@ def _peer_split(log, n_texts: int, dims, peak) -> dict[str, float]:
            "seq_len_mean": float(np.mean([s for _, s in calls[0][3]]))}
     if dims and fwd > 0:
         out["backbone_gflops"] = bert_flops(dims, calls[0][3]) / fwd / 1e9
-        if peak and peak.get("peak_gflops"):
-            out["pct_of_peak"] = 100.0 * out["backbone_gflops"] / peak["peak_gflops"]
     return out
 
 

@@ -40,8 +40,14 @@ SIGNATURES = {
     "task": "i8({x}[:, ::1], f4[:, ::1], f4[::1], f4[::1], f4[::1])",
     "adue": "i8({x}[:, ::1], f8, f4[::1])",
     "alien": "i8({x}[:, ::1], f4[::1])",
+    "linear_head": "i8({x}[:, ::1], f4[:, ::1], f4[::1], i8[::1], i8, i4[::1], f8[::1], f4[:, ::1], i8[::1], "
+                   "f4[:, ::1])",
 }
 DTYPES = ("f4", "f8")
+#: Head-kind codes of the fused ``linear_head`` kernel's ``kinds`` argument (here, not in the numba
+#: source, so that the runtime can name them without importing numba).
+KIND_ADUE = 0
+KIND_ALIEN = 1
 FAILED_MARKER = "build-failed.txt"
 _HERE = Path(__file__).resolve().parent
 _SOURCES = (_HERE / "_kernels_impl.py", Path(__file__).resolve())

@@ -25,6 +25,7 @@ NaN/inf, in which case the outputs are unspecified):
     task_kernel(x, probs, sr, h, hn) -> int
     adue_kernel(x, lam, u) -> int
     alien_kernel(x, u) -> int
+    linear_head_kernel(z, w, b, rows, c, kinds, lams, probs, ids, scores) -> int
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba.extending import intrinsic
+
+from uehead.runtime._kernels_aot import KIND_ADUE, KIND_ALIEN
 
 #: Elements per block of rows (float64 scratch: 32 KiB per buffer).
 BLOCK = 4096
@@ -349,6 +352,94 @@ def _adue_c2(x, lam, u):
     return -1
 
 
+# -- linear head + every score in one call (what a lone request pays after the backbone) ----------
+# Dot products may reassociate (vectorised sums) but keep NaN/inf semantics: their results are
+# checked for non-finite values before the fastmath score code sees them.
+FM_DOT = {"nsz", "contract", "arcp", "reassoc"}
+
+
+@njit(fastmath=FM_DOT, **_OPTS)
+def _affine_row(z, i, w, b, out):
+    """out[j] = b[j] + z[i] . w[j] (float32 accumulation, as a float32 Gemm does)."""
+    h = z.shape[1]
+    for j in range(w.shape[0]):
+        a = np.float32(0.0)
+        for k in range(h):
+            a += np.float32(z[i, k]) * w[j, k]
+        out[j] = np.float64(a + b[j])
+
+
+@njit(fastmath=False, **_OPTS)
+def _any_nonfinite(v):
+    bad = np.int32(0)
+    for k in range(v.shape[0]):
+        x = v[k]
+        bad |= np.int32((x - x) != 0)
+    return bad != 0
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _softmax_stats(l, off, c, e):
+    """For logits l[off:off + c]: e = exp(l - max) (float64); returns (S = sum e, T = sum e * (l - max),
+    argmax). So max p = 1 / S and the entropy is log S - T / S."""
+    m = l[off]
+    am = 0
+    for j in range(1, c):
+        if l[off + j] > m:
+            m = l[off + j]
+            am = j
+    s_sum = 0.0
+    t_sum = 0.0
+    for j in range(c):
+        d = max(l[off + j] - m, S_MIN)
+        ej = _exp_nonpos(d)
+        e[j] = ej
+        s_sum += ej
+        t_sum += ej * d
+    return s_sum, t_sum, am
+
+
+@njit(fastmath=FM_RED, **_OPTS)
+def _linear_head_impl(z, w, b, rows, c, kinds, lams, probs, ids, scores):
+    n = z.shape[0]
+    l = np.empty(w.shape[0])
+    e = np.empty(c)
+    inv_logc = 1.0 / math.log(c)
+    for i in range(n):
+        _affine_row(z, i, w, b, l)
+        if _any_nonfinite(l):
+            return i
+        r = rows[i]
+        s_sum, t_sum, am = _softmax_stats(l, 0, c, e)
+        inv = 1.0 / s_sum
+        for j in range(c):
+            probs[r, j] = e[j] * inv
+        ids[r] = am
+        scores[0, r] = 1.0 - inv
+        scores[1, r] = _log_ge1(s_sum) - t_sum * inv
+        for k in range(kinds.shape[0]):
+            s_sum, t_sum, am = _softmax_stats(l, c * (k + 1), c, e)
+            inv = 1.0 / s_sum
+            if kinds[k] == KIND_ADUE:
+                # SmoothMax(p) = max p + log(sum exp(lam (p - max p))) / lam, with p - max p = (e - 1) / S
+                lam = lams[k]
+                g = 0.0
+                for j in range(c):
+                    g += _exp_nonpos(max(lam * (e[j] - 1.0) * inv, S_MIN))
+                scores[2 + k, r] = 1.0 - inv - _log_ge1(g) / lam
+            else:
+                scores[2 + k, r] = (_log_ge1(s_sum) - t_sum * inv) * inv_logc
+    return -1
+
+
+def linear_head_kernel(z, w, b, rows, c, kinds, lams, probs, ids, scores):
+    """A linear head (logits = z w^T + b, the task's C columns then C per head) and every score,
+    written at rows ``rows`` of the outputs: probs [N, C], ids [N] (argmax), scores [2 + K, N]
+    (softmax response, entropy, then head k by ``kinds[k]``: KIND_ADUE with ``lams[k]``, or
+    KIND_ALIEN). Returns -1, or the first row of ``z`` whose logits hold NaN/inf."""
+    return _linear_head_impl(z, w, b, rows, c, kinds, lams, probs, ids, scores)
+
+
 # Entry points: plain functions so that the AOT build (numba.pycc) compiles exactly this code;
 # the JIT path wraps them with ``njit`` below.
 def task_kernel(x, probs, sr, h, hn):
@@ -369,7 +460,8 @@ def alien_kernel(x, u):
     return _alien_impl(x, u)
 
 
-ENTRY_POINTS = {"task": task_kernel, "adue": adue_kernel, "alien": alien_kernel}
+ENTRY_POINTS = {"task": task_kernel, "adue": adue_kernel, "alien": alien_kernel,
+                "linear_head": linear_head_kernel}
 
 
 def jit_entry_points() -> dict:

@@ -5,6 +5,7 @@ uncertainty score is **higher = more uncertain**):
     task_outputs(logits) -> (probs [N,C], softmax_response [N], entropy [N], normalized_entropy [N])
     adue_uncertainty(logits, lam=100.0) -> [N]      1 - SmoothMax_lam(softmax(logits))
     alien_uncertainty(logits) -> [N]                normalised entropy of softmax(logits)
+    linear_head_kernel() -> callable                the fused linear head + scores kernel (float32 z)
     warmup() -> None                                load (or build) the kernels, run them once
     backend_info() -> dict                          which implementation runs, and why
     build_aot(cache_dir=None, force=False) -> str   compile the AOT module now
@@ -38,8 +39,8 @@ import numpy as np
 from uehead.runtime import _kernels_aot
 from uehead.errors import NonFiniteLogitsError
 
-__all__ = ["task_outputs", "adue_uncertainty", "alien_uncertainty", "warmup", "backend_info", "build_aot",
-           "NonFiniteLogitsError"]
+__all__ = ["task_outputs", "adue_uncertainty", "alien_uncertainty", "linear_head_kernel", "warmup", "backend_info",
+           "build_aot", "NonFiniteLogitsError"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class _AotBackend:
         self.task = {_F32: m.task_f4, _F64: m.task_f8}
         self.adue = {_F32: m.adue_f4, _F64: m.adue_f8}
         self.alien = {_F32: m.alien_f4, _F64: m.alien_f8}
+        self.linear_head = {_F32: m.linear_head_f4, _F64: m.linear_head_f8}
 
     @staticmethod
     def prepare(x):
@@ -81,6 +83,7 @@ class _JitBackend:
         self.task = {_F32: jitted["task"], _F64: jitted["task"]}
         self.adue = {_F32: jitted["adue"], _F64: jitted["adue"]}
         self.alien = {_F32: jitted["alien"], _F64: jitted["alien"]}
+        self.linear_head = {_F32: jitted["linear_head"], _F64: jitted["linear_head"]}
 
     @staticmethod
     def prepare(x):
@@ -209,6 +212,14 @@ def alien_uncertainty(logits):
     if bad >= 0:
         _raise_nonfinite(x, bad)
     return u
+
+
+def linear_head_kernel():
+    """The fused kernel of :mod:`uehead.runtime.linear_head` for float32 features:
+    ``fn(z, w, b, rows, c, kinds, lams, probs, ids, scores) -> int`` (see ``_kernels_impl``).
+    Returned bare so a caller can bind it once: it checks nothing, every array must be
+    C-contiguous, writeable and of the documented dtype."""
+    return _get_backend().linear_head[_F32]
 
 
 def warmup() -> None:

@@ -27,9 +27,10 @@ from uehead.errors import DataError
 from uehead.runtime import kernels
 from uehead.runtime.distances import Baselines
 from uehead.runtime.inputs import as_text_list, check_batch_size, check_items, reject_unordered
+from uehead.runtime.linear_head import LinearHead, fuse_linear_head
 from uehead.runtime.predictions import Predictions
 from uehead.runtime.tokenize import TextTokenizer
-from uehead.token_task import SEQUENCE_CLASSIFICATION, require_task
+from uehead.token_task import SEQUENCE_CLASSIFICATION, is_token_task, require_task
 
 __all__ = ["Model", "Predictions", "BLOCK_ROWS"]
 
@@ -46,11 +47,15 @@ BLOCK_ROWS = 1024
 
 @dataclass(frozen=True, eq=False)
 class _Raw:
-    """Graph outputs for a group of texts, before the kernels."""
+    """Outputs for a group of texts: head-graph logits to score (the session path), or already
+    scored by the fused :class:`LinearHead` (then ``task_logits`` is None)."""
 
-    task_logits: np.ndarray          # [N, C] float32
+    task_logits: np.ndarray | None      # [N, C] float32
     head_logits: dict[str, np.ndarray]  # kind -> [N, C]
-    z: np.ndarray | None             # [N, H] when kept for distances
+    z: np.ndarray | None                # [N, H] when kept for distances
+    probs: np.ndarray | None = None     # fused path: [N, C] float32
+    label_ids: np.ndarray | None = None  # fused path: [N] int64
+    scores: np.ndarray | None = None    # fused path: [2 + K, N] float32 (sr, entropy, heads)
 
 
 class Model:
@@ -62,7 +67,9 @@ class Model:
     ``baselines`` (:class:`Baselines` or None when the bundle has none), ``calibration``
     (:class:`uehead.calibration.apply.Calibration` or None when the bundle is not calibrated),
     ``word_tokenizer`` (:class:`uehead.runtime.word_tokenize.WordTokenizer` of a token-classification
-    bundle, else None).
+    bundle, else None), ``linear_head`` (:class:`~uehead.runtime.linear_head.LinearHead` when the
+    head graph is one affine map of built-in head kinds, so that ``predict`` scores each block in
+    one kernel call; else None and the head graph runs as a session).
     """
 
     def __init__(self, path: Path, manifest: Manifest, tokenizer: TextTokenizer, backbone_session,
@@ -84,6 +91,10 @@ class Model:
             entry = score_registry.head_kind(kind)
             self._head_scorers[kind] = (score_registry.resolve(entry.kernel), score_registry.head_params(entry, spec))
         self._label_array = np.asarray(self.labels, dtype=object)
+        self.linear_head: LinearHead | None = None
+        if not is_token_task(manifest):
+            self.linear_head = fuse_linear_head(head_session, manifest.head.input_name, self._head_outputs,
+                                                manifest.backbone.feature_size, len(self.labels), self._heads)
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -153,8 +164,10 @@ class Model:
         """Run ``texts`` through the same pipeline as :meth:`predict` and return where the time went.
 
         ``batch_size=None`` runs all texts as ONE batch. Returns seconds summed over the call for
-        ``tokenize``, ``backbone``, ``head`` (head graph) and ``kernels`` (scores, distances
-        included when asked), plus ``batch_size``, ``n_batches``, ``shapes`` (the padded
+        ``tokenize``, ``backbone``, ``head`` (the head graph; with a fused ``linear_head``, the one
+        kernel call that computes the head and every score), ``kernels`` (the score kernels run
+        outside the head: all of them on the session path; distances and decisions when asked) and
+        ``assemble`` (building the Predictions object: label names, score dict), plus ``batch_size``, ``n_batches``, ``shapes`` (the padded
         ``(rows, tokens)`` of each backbone call, in call order), ``sequence_length`` (the widest)
         and ``head_calls`` (head graph runs: one per :data:`BLOCK_ROWS` rows).
         """
@@ -165,7 +178,8 @@ class Model:
         if batch_size is None:
             batch_size = len(items)
         check_batch_size(batch_size)
-        stages: dict[str, Any] = {"tokenize": 0.0, "backbone": 0.0, "head": 0.0, "kernels": 0.0, "shapes": []}
+        stages: dict[str, Any] = {"tokenize": 0.0, "backbone": 0.0, "head": 0.0, "kernels": 0.0, "assemble": 0.0,
+                                  "shapes": []}
         self._predict_list(items, batch_size, distances, None, stages)
         stages.update(batch_size=batch_size, n_batches=len(stages["shapes"]),
                       sequence_length=max(w for _, w in stages["shapes"]),
@@ -220,7 +234,7 @@ class Model:
         distances = distances or (levels is not None and self.calibration.needs_distances)
         raw = self._forward(texts, batch_size, distances and self.baselines is not None, stages)
         clock = _StageClock(stages)
-        preds = self._score(raw, distances)
+        preds = self._score(raw, distances, clock)
         if levels is not None:
             risk, coverage = levels
             preds = dataclasses.replace(preds, risk=risk, coverage=coverage, **self.calibration.decide(
@@ -230,14 +244,21 @@ class Model:
 
     def _forward(self, texts: list[str], batch_size: int, keep_z: bool,
                  stages: dict[str, Any] | None = None) -> _Raw:
-        """Backbone batch by batch (texts sorted by token length), the head graph once per block
-        of up to :data:`BLOCK_ROWS` rows (a whole number of batches)."""
+        """Backbone batch by batch (texts sorted by token length), the head once per block of up
+        to :data:`BLOCK_ROWS` rows (a whole number of batches): the fused linear head when the
+        bundle has one (its outputs allocated before the backbone runs), else the head graph."""
         clock = _StageClock(stages)
         n, c = len(texts), self.num_classes
         ids = self.tokenizer.encode(texts)
         clock.lap("tokenize")
-        task = np.empty((n, c), np.float32)
-        heads = {k: np.empty((n, c), np.float32) for k in self._heads}
+        fused = self.linear_head
+        if fused is not None:
+            probs, label_ids = np.empty((n, c), np.float32), np.empty(n, np.int64)
+            scores = np.empty((2 + len(fused.kinds), n), np.float32)
+            task, heads = None, {}
+        else:
+            task = np.empty((n, c), np.float32)
+            heads = {k: np.empty((n, c), np.float32) for k in self._heads}
         z_all = np.empty((n, self.manifest.backbone.feature_size), np.float32) if keep_z else None
         order = np.argsort(np.fromiter((len(x) for x in ids), np.int64, n), kind="stable")
         block = _block_rows(batch_size)
@@ -251,13 +272,18 @@ class Model:
                 z_block[start:start + len(batch)] = self._run_backbone(feeds)
                 clock.lap("backbone", shape=feeds["input_ids"].shape)
             z = z_block[:len(rows)]
-            outs = self._run_head(z)
-            task[rows] = outs[0]
-            for arr, out in zip(heads.values(), outs[1:]):
-                arr[rows] = out
+            if fused is not None:
+                fused.score_into(z, rows, probs, label_ids, scores)
+            else:
+                outs = self._run_head(z)
+                task[rows] = outs[0]
+                for arr, out in zip(heads.values(), outs[1:]):
+                    arr[rows] = out
             if keep_z:
                 z_all[rows] = z
             clock.lap("head")
+        if fused is not None:
+            return _Raw(None, {}, z_all, probs, label_ids, scores)
         return _Raw(task, heads, z_all)
 
     def _run_backbone(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -273,26 +299,41 @@ class Model:
     def _run_head(self, z: np.ndarray) -> list[np.ndarray]:
         return self.head_session.run(self._head_outputs, {self.manifest.head.input_name: z})
 
-    def _score(self, raw: _Raw, distances: bool) -> Predictions:
-        return self.score_outputs(raw.task_logits, raw.head_logits, raw.z, distances=distances)
+    def _score(self, raw: _Raw, distances: bool, clock: _StageClock) -> Predictions:
+        if raw.task_logits is not None:
+            return self._score_logits(raw.task_logits, raw.head_logits, raw.z, distances, clock)
+        sc = raw.scores
+        scores = {"sr": sc[0], "entropy": sc[1], **{k: sc[2 + i] for i, k in enumerate(self.linear_head.kinds)}}
+        return self._predictions(raw.probs, raw.label_ids, scores, raw.z, distances, clock)
 
     def score_outputs(self, task_logits: np.ndarray, head_logits: dict[str, np.ndarray], z: np.ndarray | None = None,
                       *, distances: bool = False) -> Predictions:
         """Predictions of head-graph outputs, one row each (a text, or a word of a token bundle):
         task logits [N, C], kind -> head logits [N, C], and features z [N, H] for ``distances``."""
+        return self._score_logits(task_logits, head_logits, z, distances, _StageClock(None))
+
+    def _score_logits(self, task_logits, head_logits, z, distances: bool, clock: "_StageClock") -> Predictions:
         probs, sr, ent, _ = kernels.task_outputs(task_logits)
         scores = {"sr": sr, "entropy": ent}
         for kind, logits in head_logits.items():
             kernel, params = self._head_scorers[kind]
             scores[kind] = np.asarray(kernel(logits, **params), dtype=np.float32)
+        label_ids = task_logits.argmax(axis=1).astype(np.int64) if len(task_logits) else np.zeros(0, np.int64)
+        return self._predictions(probs, label_ids, scores, z, distances, clock)
+
+    def _predictions(self, probs: np.ndarray, label_ids: np.ndarray, scores: dict[str, np.ndarray],
+                     z: np.ndarray | None, distances: bool, clock: _StageClock) -> Predictions:
+        """Distances (when asked) clocked as kernels, then the Predictions object clocked as assemble."""
         if distances and self.baselines is not None:
             scores["md"] = self.baselines.md(z).astype(np.float32)
             scores["rmd"] = self.baselines.rmd(z).astype(np.float32)
-        label_ids = task_logits.argmax(axis=1).astype(np.int64) if len(task_logits) else np.zeros(0, np.int64)
+        clock.lap("kernels")
         kind = self.uncertainty_kind
-        return Predictions(labels=self._label_array[label_ids].tolist(), label_ids=label_ids, probs=probs,
-                           uncertainty=scores[kind], uncertainty_kind=kind, softmax_response=sr, entropy=ent,
-                           scores=scores)
+        preds = Predictions(labels=self._label_array[label_ids].tolist(), label_ids=label_ids, probs=probs,
+                           uncertainty=scores[kind], uncertainty_kind=kind, softmax_response=scores["sr"],
+                            entropy=scores["entropy"], scores=scores)
+        clock.lap("assemble")
+        return preds
 
 
 class _StageClock:

@@ -217,9 +217,20 @@ def test_default_kind_fills_uncertainty(tmp_path, heads, default_kind):
         assert ADUE_LAMBDA != 100.0
 
 
+class _CountingHead:
+    """A LinearHead that records the rows of each call."""
+
+    def __init__(self, head, calls):
+        self.head, self.calls, self.kinds = head, calls, head.kinds
+
+    def score_into(self, z, *args):
+        self.calls.append(len(z))
+        return self.head.score_into(z, *args)
+
+
 def test_predict_stages_times_one_batch(tiny_model):
     stages = tiny_model.predict_stages(TEXTS, distances=True)
-    for key in ("tokenize", "backbone", "head", "kernels"):
+    for key in ("tokenize", "backbone", "head", "kernels", "assemble"):
         assert isinstance(stages[key], float) and stages[key] >= 0.0
     assert stages["batch_size"] == len(TEXTS) and stages["n_batches"] == 1 and stages["head_calls"] == 1
     assert stages["shapes"] == [(len(TEXTS), 16)]
@@ -228,13 +239,22 @@ def test_predict_stages_times_one_batch(tiny_model):
         tiny_model.predict_stages([])
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-linear-head", "head-session"])
 @pytest.mark.parametrize("block_rows, batch_size, head_calls", [(4, 3, 4), (4, 2, 3), (8, 4, 2), (1024, 3, 1), (1, 5, 2)])
-def test_head_runs_once_per_block_of_whole_batches(tiny_model, monkeypatch, block_rows, batch_size, head_calls):
+def test_head_runs_once_per_block_of_whole_batches(tiny_model, monkeypatch, block_rows, batch_size, head_calls, fused):
     texts = _mixed_texts(10, seed=3)
+    assert tiny_model.linear_head is not None  # the tiny bundle's head is linear
+    if not fused:
+        monkeypatch.setattr(tiny_model, "linear_head", None)
     expected = Predictions.concat([tiny_model.predict(t) for t in texts])
     monkeypatch.setattr(model_module, "BLOCK_ROWS", block_rows)
-    run_head, calls = tiny_model._run_head, []
-    monkeypatch.setattr(tiny_model, "_run_head", lambda z: calls.append(len(z)) or run_head(z))
+    calls = []
+    if fused:
+        head = tiny_model.linear_head
+        monkeypatch.setattr(tiny_model, "linear_head", _CountingHead(head, calls))
+    else:
+        run_head = tiny_model._run_head
+        monkeypatch.setattr(tiny_model, "_run_head", lambda z: calls.append(len(z)) or run_head(z))
     stages = tiny_model.predict_stages(texts, batch_size=batch_size, distances=True)
     assert stages["head_calls"] == len(calls) == head_calls  # block = batch_size * max(1, block_rows // batch_size)
     assert sum(calls) == 10

@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["STAGES", "e2e_times", "median", "per_batch_medians", "stage_times"]
 
 #: The stages ``Model.predict_stages`` clocks, in pipeline order.
-STAGES = ("tokenize", "backbone", "head", "kernels")
+STAGES = ("tokenize", "backbone", "head", "kernels", "assemble")
 
 
 def median(xs: Sequence[float]) -> float:

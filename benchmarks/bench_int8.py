@@ -1,19 +1,27 @@
-"""Backbone latency, fp32 vs int8 bundles, side by side in one run (torch-free).
+"""Backbone latency of bundles of one checkpoint, side by side in one run (torch-free): fp32 vs int8,
+and any other builds of it (``uehead export --fusions``, ``--int8-method static``).
 
-    python benchmarks/bench_int8.py --fp32 BUNDLE_FP32 --int8 BUNDLE_INT8 [--batch-size 32]
+    python benchmarks/bench_int8.py --fp32 BUNDLE_FP32 --int8 BUNDLE_INT8 \\
+        [--also fp32-fused=BUNDLE --also int8-static=BUNDLE ...] [--lengths short,t128] [--threads 1]
 
-Both backbones get the same batches of real Rotten Tomatoes test sentences (tokenised with the
-fp32 bundle's tokenizer.json and TokenizerSpec, padded to the longest in each batch), and are
-timed alternately (fp32, int8, fp32, ...) so load from other processes hits both alike. Reports
-the median per-batch latency of each, the speed-up (target: int8 >= 1.6x faster), and the max
-abs diffs int8 vs fp32 of features, probabilities and every uncertainty (higher = more
-uncertain) through the fp32 bundle's head. Prints a table and writes benchmarks/results/int8.json.
-``--threads default,1`` repeats the comparison per thread count (on a shared machine the one-thread
-run is the least disturbed by other processes; the load average is recorded with each run).
+Every backbone gets the same batches of Rotten Tomatoes test sentences (``uehead.bench.texts``:
+``short`` = one sentence, ``t64`` / ``t128`` = consecutive sentences joined to ~64 / ~128 tokens),
+tokenised with the fp32 bundle's tokenizer.json at ``--max-length`` tokens (default 128: the backbone
+graphs take any length up to their position embeddings, so a bundle exported at max_length 64 is
+still timed on 128-token inputs), sorted by length and cut into batches as the runtime does, and
+padded to the longest in each batch. The backbones are timed alternately (fp32, int8, the others,
+fp32, ...) so load from other processes hits all alike. Reports each one's median per-batch latency,
+its speed-up over fp32 and over the int8 bundle (target: int8 >= 1.6x fp32), how each was built
+(precision, int8 method, fusions, from its manifest), and the max abs diffs against fp32 of
+features, probabilities and every uncertainty (higher = more uncertain) through the fp32 bundle's
+head. Prints a table per length and writes benchmarks/results/int8.json. ``--threads default,1``
+repeats the comparison per thread count (on a shared machine the one-thread run is the least
+disturbed by other processes; the load average is recorded with each run).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -25,17 +33,13 @@ import numpy as np
 
 from uehead import scores as reference
 from uehead.bench.machine import cpu_name
+from uehead.bench.texts import LENGTHS, bench_texts
 from uehead.bundle import load_manifest
-from uehead.datasets import load_dataset
 from uehead.runtime.session import default_threads, make_session
 from uehead.runtime.tokenize import TextTokenizer
 
 TARGET_SPEEDUP = 1.6
-
-
-def _batches(bundle: Path, manifest, texts: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
-    tok = TextTokenizer(bundle / manifest.tokenizer.file, manifest.tokenizer)
-    return [tok(texts[i:i + batch_size]) for i in range(0, len(texts) - batch_size + 1, batch_size)]
+TEXTS_PER_LENGTH = 128
 
 
 def _scores(head, manifest, z: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,19 +53,55 @@ def _scores(head, manifest, z: np.ndarray) -> dict[str, np.ndarray]:
     return res
 
 
-def run(fp32: Path, int8: Path, *, batch_size: int, batches: int, repeats: int, threads: int | None) -> dict:
-    load_before = os.getloadavg()
-    m32, m8 = load_manifest(fp32), load_manifest(int8)
-    if m8.backbone.precision != "int8":
-        raise SystemExit(f"{int8}: backbone precision is {m8.backbone.precision!r}, expected an int8 bundle.")
-    texts = list(load_dataset("rotten_tomatoes", splits=("test",))["test"].texts)[: batch_size * batches]
-    feeds = _batches(fp32, m32, texts, batch_size)
-    threads = threads or default_threads()
-    sessions = {"fp32": make_session(fp32 / m32.backbone.file, threads=threads),
-                "int8": make_session(int8 / m8.backbone.file, threads=threads)}
-    out_name = {"fp32": m32.backbone.output_name, "int8": m8.backbone.output_name}
-    head = make_session(fp32 / m32.head.file, threads=1)
+def built_with(manifest) -> dict:
+    """How a bundle's backbone was built, from its manifest reports."""
+    export = manifest.reports.get("export", {})
+    int8 = manifest.reports.get("int8") or {}
+    fusions = export.get("graph_fusions") or {}
+    return {"precision": manifest.backbone.precision, "int8_method": int8.get("method", "dynamic" if int8 else None),
+            "fusions": fusions.get("fused_ops") if fusions.get("applied") else None,
+            "max_length": manifest.tokenizer.max_length}
 
+
+def _feeds(tok: TextTokenizer, texts: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+    ids = tok.encode(texts)
+    order = np.argsort([len(x) for x in ids], kind="stable")  # the runtime batches by length
+    return [tok.pad([ids[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
+
+
+def run(bundles: dict[str, Path], *, batch_size: int, lengths: list[str], repeats: int, threads: int | None,
+        max_length: int) -> dict:
+    """One side-by-side comparison; ``bundles`` maps a name to a folder, "fp32" and "int8" first."""
+    load_before = os.getloadavg()
+    manifests = {k: load_manifest(p) for k, p in bundles.items()}
+    if manifests["int8"].backbone.precision != "int8":
+        raise SystemExit(f"{bundles['int8']}: backbone precision is {manifests['int8'].backbone.precision!r}, "
+                         "expected an int8 bundle.")
+    m32 = manifests["fp32"]
+    tok = TextTokenizer(bundles["fp32"] / m32.tokenizer.file, dataclasses.replace(m32.tokenizer, max_length=max_length))
+    texts = bench_texts(lambda t: [len(x) for x in tok.encode(t)], n=TEXTS_PER_LENGTH, max_length=max_length)
+    threads = threads or default_threads()
+    sessions = {k: make_session(p / manifests[k].backbone.file, threads=threads) for k, p in bundles.items()}
+    head = make_session(bundles["fp32"] / m32.head.file, threads=1)
+    result = {
+        "machine": {"cpu": cpu_name() or "unknown", "cpu_count": os.cpu_count(), "threads": threads,
+                    "python": platform.python_version(), "onnxruntime": __import__("onnxruntime").__version__},
+        "bundles": {k: {"path": str(p), **built_with(manifests[k])} for k, p in bundles.items()},
+        "model": m32.reports.get("training", {}).get("model"),
+        "settings": {"batch_size": batch_size, "repeats": repeats, "texts_per_length": TEXTS_PER_LENGTH,
+                     "tokenizer_max_length": max_length, "source": texts[lengths[0]]["source"]},
+        "lengths": {},
+    }
+    for length in lengths:
+        feeds = _feeds(tok, texts[length]["texts"], batch_size)
+        result["lengths"][length] = _compare(sessions, manifests, head, feeds, repeats, batch_size)
+        result["lengths"][length]["mean_tokens"] = texts[length]["mean_tokens"]
+    result["machine"]["loadavg_1min_before_after"] = [load_before[0], os.getloadavg()[0]]
+    return result
+
+
+def _compare(sessions, manifests, head, feeds, repeats: int, batch_size: int) -> dict:
+    out_name = {k: manifests[k].backbone.output_name for k in sessions}
     features = {k: [] for k in sessions}
     for k, s in sessions.items():  # warm-up + outputs for the diffs
         for f in feeds:
@@ -69,77 +109,84 @@ def run(fp32: Path, int8: Path, *, batch_size: int, batches: int, repeats: int, 
     times = {k: [] for k in sessions}
     for _ in range(repeats):
         for f in feeds:
-            for k, s in sessions.items():  # alternate, so background load hits both alike
+            for k, s in sessions.items():  # alternate, so background load hits all alike
                 t0 = time.perf_counter()
                 s.run([out_name[k]], f)
                 times[k].append(time.perf_counter() - t0)
-
-    z32, z8 = np.concatenate(features["fp32"]), np.concatenate(features["int8"])
-    s32, s8 = _scores(head, m32, z32), _scores(head, m32, z8)
-    diffs = {"features": float(np.abs(z32 - z8).max())}
-    diffs.update({k: float(np.abs(np.asarray(s32[k], np.float64) - s8[k]).max()) for k in s32 if k != "label_ids"})
     med = {k: statistics.median(v) for k, v in times.items()}
+    z32 = np.concatenate(features["fp32"])
+    s32 = _scores(head, manifests["fp32"], z32)
+    diffs, flips = {}, {}
+    for k in sessions:
+        z = np.concatenate(features[k])
+        s = _scores(head, manifests["fp32"], z)
+        diffs[k] = {"features": float(np.abs(z32 - z).max()),
+                    **{n: float(np.abs(np.asarray(s32[n], np.float64) - s[n]).max()) for n in s32 if n != "label_ids"}}
+        flips[k] = int((s32["label_ids"] != s["label_ids"]).sum())
     return {
-        "machine": {"cpu": cpu_name() or "unknown", "cpu_count": os.cpu_count(), "threads": threads,
-                                         "python": platform.python_version(),
-                                         "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
-                                         "onnxruntime": __import__("onnxruntime").__version__},
-        "bundles": {"fp32": str(fp32), "int8": str(int8)},
-        "model": m32.reports.get("training", {}).get("model"),
-        "settings": {"batch_size": batch_size, "batches": len(feeds), "repeats": repeats, "texts": len(texts),
-                     "mean_padded_length": float(np.mean([f["input_ids"].shape[1] for f in feeds]))},
+        "batches": len(feeds), "mean_padded_length": float(np.mean([f["input_ids"].shape[1] for f in feeds])),
         "median_batch_ms": {k: 1000 * v for k, v in med.items()},
         "p90_batch_ms": {k: 1000 * float(np.percentile(v, 90)) for k, v in times.items()},
         "ms_per_text": {k: 1000 * v / batch_size for k, v in med.items()},
+        "speedup_vs_fp32": {k: med["fp32"] / v for k, v in med.items()},
+        "speedup_vs_int8": {k: med["int8"] / v for k, v in med.items()},
         "speedup": med["fp32"] / med["int8"], "target_speedup": TARGET_SPEEDUP,
         "meets_target": med["fp32"] / med["int8"] >= TARGET_SPEEDUP,
-        "max_abs_diff_int8_vs_fp32": diffs,
-        "label_flips": int((s32["label_ids"] != s8["label_ids"]).sum()), "rows_compared": int(len(z32)),
-        "file_mb": {"fp32": (fp32 / m32.backbone.file).stat().st_size / 2**20,
-                    "int8": (int8 / m8.backbone.file).stat().st_size / 2**20},
+        "max_abs_diff_vs_fp32": diffs, "label_flips_vs_fp32": flips, "rows_compared": int(len(z32)),
     }
 
 
 def print_table(r: dict) -> None:
-    print(f"backbone latency, batch {r['settings']['batch_size']} Rotten Tomatoes sentences "
-          f"(mean padded length {r['settings']['mean_padded_length']:.1f}), {r['machine']['threads']} threads, "
-          f"{r['settings']['batches']} batches x {r['settings']['repeats']} repeats, {r['machine']['cpu']}, "
-          f"load average {r['machine']['loadavg_1min_before_after'][0]:.1f} -> "
-          f"{r['machine']['loadavg_1min_before_after'][1]:.1f}")
-    print(f"{'precision':<10}{'median ms/batch':>17}{'p90 ms/batch':>14}{'ms/text':>10}{'file MB':>10}")
-    for k in ("fp32", "int8"):
-        print(f"{k:<10}{r['median_batch_ms'][k]:>17.2f}{r['p90_batch_ms'][k]:>14.2f}{r['ms_per_text'][k]:>10.3f}"
-              f"{r['file_mb'][k]:>10.1f}")
-    ok = "meets" if r["meets_target"] else "MISSES"
-    print(f"speed-up int8 vs fp32: {r['speedup']:.2f}x ({ok} the {r['target_speedup']}x target)")
-    print(f"max abs diff int8 vs fp32 over {r['rows_compared']} texts "
-          f"({r['label_flips']} label flips):")
-    for k, v in r["max_abs_diff_int8_vs_fp32"].items():
-        print(f"  {k:<18}{v:.3g}")
+    load = r["machine"]["loadavg_1min_before_after"]
+    print(f"backbone latency, batch {r['settings']['batch_size']}, {r['machine']['threads']} threads, "
+          f"{r['settings']['repeats']} repeats, {r['machine']['cpu']}, load average {load[0]:.1f} -> {load[1]:.1f}")
+    for k, b in r["bundles"].items():
+        print(f"  {k}: {b['precision']}, int8 method {b['int8_method']}, fusions {b['fusions']}, {b['path']}")
+    for length, x in r["lengths"].items():
+        print(f"{length}: {x['batches']} batches, mean padded length {x['mean_padded_length']:.1f}")
+        print(f"  {'backbone':<14}{'median ms':>11}{'p90 ms':>9}{'x fp32':>8}{'x int8':>8}{'features diff':>15}"
+              f"{'flips':>7}")
+        for k in x["median_batch_ms"]:
+            print(f"  {k:<14}{x['median_batch_ms'][k]:>11.2f}{x['p90_batch_ms'][k]:>9.2f}"
+                  f"{x['speedup_vs_fp32'][k]:>8.2f}{x['speedup_vs_int8'][k]:>8.2f}"
+                  f"{x['max_abs_diff_vs_fp32'][k]['features']:>15.3g}{x['label_flips_vs_fp32'][k]:>7}")
+        ok = "meets" if x["meets_target"] else "MISSES"
+        print(f"  int8 vs fp32: {x['speedup']:.2f}x ({ok} the {x['target_speedup']}x target)")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fp32", required=True, type=Path, help="fp32 bundle folder")
     p.add_argument("--int8", required=True, type=Path, help="int8 bundle folder (same checkpoint)")
+    p.add_argument("--also", action="append", default=[], metavar="NAME=BUNDLE",
+                   help="another bundle of the same checkpoint to time alongside (repeatable)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=8, help="distinct batches of consecutive test sentences")
+    p.add_argument("--lengths", default="short,t128", help=f"comma list of {list(LENGTHS)}")
+    p.add_argument("--max-length", type=int, default=128, help="tokenizer max_length of the timed inputs")
     p.add_argument("--repeats", type=int, default=5, help="timed passes over all batches")
     p.add_argument("--threads", default="default",
                    help="comma list of intra-op thread counts, one side-by-side run each "
                         "('default' = physical cores), e.g. 'default,1'")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "int8.json")
     a = p.parse_args(argv)
+    bundles = {"fp32": a.fp32, "int8": a.int8}
+    for item in a.also:
+        name, sep, path = item.partition("=")
+        if not sep or name in bundles:
+            p.error(f"--also {item!r}: use a new NAME=BUNDLE")
+        bundles[name] = Path(path)
+    lengths = [x.strip() for x in a.lengths.split(",")]
+    if not set(lengths) <= set(LENGTHS):
+        p.error(f"--lengths {a.lengths!r}: choose from {list(LENGTHS)}")
     runs = []
     for t in a.threads.split(","):
         threads = None if t.strip() == "default" else int(t)
-        runs.append(run(a.fp32, a.int8, batch_size=a.batch_size, batches=a.batches, repeats=a.repeats,
-                        threads=threads))
+        runs.append(run(bundles, batch_size=a.batch_size, lengths=lengths, repeats=a.repeats, threads=threads,
+                        max_length=a.max_length))
         print_table(runs[-1])
         print()
     a.json.parent.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": "int8", "runs": runs}
-    a.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    a.json.write_text(json.dumps({"benchmark": "int8", "runs": runs}, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.json}")
     return 0
 

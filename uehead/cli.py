@@ -42,7 +42,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_export(a: argparse.Namespace) -> int:
     from uehead.export import export_bundle
 
-    export_bundle(a.checkpoint, a.bundle, int8=a.int8, opset=a.opset, data=a.data, default_head=a.default_head)
+    export_bundle(a.checkpoint, a.bundle, int8=a.int8, opset=a.opset, data=a.data, default_head=a.default_head,
+                  fusions=a.fusions, int8_method=a.int8_method, max_length=a.max_length)
     return 0
 
 
@@ -231,6 +232,15 @@ def _add_export_parser(sub) -> None:
     e.add_argument("bundle", type=Path, help="bundle folder to write")
     e.add_argument("--int8", action="store_true",
                    help="dynamically quantise the backbone (per-channel int8) (flag; default: fp32)")
+    e.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic",
+                   help="with --int8: dynamic (activation scales per batch) | static (QDQ, scales calibrated on 200 "
+                        "train texts of --data) (default: dynamic, the fastest measured)")
+    e.add_argument("--fusions", action="store_true",
+                   help="apply ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, ...) to the "
+                        "backbone of encoder models (flag; default: off, measured slower on AVX-512 CPUs)")
+    e.add_argument("--max-length", type=int, default=None,
+                   help="tokenizer max_length of the bundle, up to the backbone's positions (default: the "
+                        "checkpoint's training max_length)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset of the graphs (default: 17)")
     e.add_argument("--data", default=None,
                    help="dataset whose test split measures the int8 deltas, rotten_tomatoes | PATH (default: none, "

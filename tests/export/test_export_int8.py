@@ -1,4 +1,4 @@
-"""--int8: a dynamically quantised backbone, its deltas vs fp32 in the manifest, golden from ONNX Runtime."""
+"""--int8 (default method): a dynamically quantised backbone, its deltas vs fp32 in the manifest, golden from ONNX Runtime."""
 from __future__ import annotations
 
 import json
@@ -30,6 +30,8 @@ def test_int8_reports(int8_bundle):
     manifest, _ = int8_bundle
     r = manifest.reports["int8"]
     assert r["per_channel"] is True and r["weight_type"] == "int8"
+    assert (r["method"], r["calibration"], r["fused_graph"]) == ("dynamic", None, False)  # the default
+    assert manifest.reports["export"]["graph_fusions"]["applied"] is False
     assert r["int8_bytes"] < r["fp32_bytes"]
     assert manifest.reports["validation"]["passed"]  # fp32 graphs were validated before quantising
     golden = r["golden"]["max_abs_diff"]

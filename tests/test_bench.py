@@ -155,7 +155,7 @@ def test_cli_bench_writes_json(tmp_path, bundle, monkeypatch):
     assert json.loads(out_file.read_text())["settings"]["repeats"] == 2
 
 
-TORCH_FREE = ("uehead.bench", "uehead.bench.engines", "uehead.bench.texts", "uehead.bench.timing",
+TORCH_FREE = ("uehead.bench", "uehead.bench.scaling", "uehead.bench.engines", "uehead.bench.texts", "uehead.bench.timing",
               "uehead.bench.flops", "uehead.bench.machine", "uehead.bench.proc", "uehead.bench.overhead",
               "uehead.bench.report", "uehead.bench.run")
 BLOCK_TORCH = ("import sys, importlib.abc\n"
@@ -167,7 +167,7 @@ BLOCK_TORCH = ("import sys, importlib.abc\n"
 
 
 #: uehead.bench's modules in the order its docstring lists them: each may import only earlier ones.
-LAYERS = ("engines", "texts", "timing", "flops", "machine", "proc", "overhead", "report", "peers", "run")
+LAYERS = ("engines", "texts", "timing", "flops", "machine", "proc", "overhead", "report", "scaling", "peers", "run")
 
 
 def test_bench_modules_import_only_earlier_ones():

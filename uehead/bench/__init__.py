@@ -13,6 +13,7 @@ imports only when a checkpoint is given):
 * :mod:`~uehead.bench.proc`: fresh-process measurements (cold start, peak RSS, matmul peak);
 * :mod:`~uehead.bench.overhead`: the head's per-batch overhead (``head_overhead_report``);
 * :mod:`~uehead.bench.report`: tables, target checks, JSON;
+* :mod:`~uehead.bench.scaling`: time per text against sequence length and batch size (``scaling_sweep``);
 * :mod:`~uehead.bench.peers`: PyTorch eager and optimum (needs ``pip install 'uehead[export]'``);
 * :mod:`~uehead.bench.run`: ``run_bench``, every section in one run.
 
@@ -27,10 +28,11 @@ from uehead.bench.overhead import OVERHEAD_TEXTS, head_overhead, head_overhead_r
 from uehead.bench.proc import coldstart, peak_gflops
 from uehead.bench.report import check_targets, fixed_width_table, print_report, write_json
 from uehead.bench.run import BATCH_SIZES, PARTS, run_bench
+from uehead.bench.scaling import ExactLengthInputs, scaling_sweep
 from uehead.bench.texts import LENGTHS, bench_texts, model_texts
 from uehead.bench.timing import e2e_times, stage_times
 
-__all__ = ["BASELINE", "BATCH_SIZES", "LENGTHS", "OVERHEAD_TEXTS", "PARTS", "PEERS", "backbone_dims", "bench_texts",
-           "bert_flops", "check_targets", "coldstart", "e2e_times", "fixed_width_table", "head_overhead",
-           "head_overhead_report", "machine_info", "model_texts", "peak_gflops", "print_report", "run_bench",
-           "stage_times", "write_json"]
+__all__ = ["BASELINE", "BATCH_SIZES", "ExactLengthInputs", "LENGTHS", "OVERHEAD_TEXTS", "PARTS", "PEERS",
+           "backbone_dims", "bench_texts", "bert_flops", "check_targets", "coldstart", "e2e_times",
+           "fixed_width_table", "head_overhead", "head_overhead_report", "machine_info", "model_texts",
+           "peak_gflops", "print_report", "run_bench", "scaling_sweep", "stage_times", "write_json"]

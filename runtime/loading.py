@@ -13,7 +13,8 @@ from uehead.manifest_checksum import check_manifest_sha256
 from uehead.runtime import kernels
 from uehead.runtime.distances import load_baselines
 from uehead.runtime.model import Model
-from uehead.runtime.session import make_session
+from uehead.runtime.session import default_threads, make_session
+from uehead.runtime.sharding import ShardedRunner
 from uehead.runtime.tokenize import TextTokenizer
 from uehead.runtime.word_tokenize import WordTokenizer
 from uehead.token_task import is_token_task
@@ -25,7 +26,7 @@ _FIX = "re-export the bundle with `uehead export`."
 
 def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers: list | tuple | None = None,
          graph_optimization: str = "all", check_files: bool = True, head_threads: int = 1,
-         warmup: bool = True, expected_sha256: str | None = None) -> Model:
+         warmup: bool = True, expected_sha256: str | None = None, shard_batches: bool = True) -> Model:
     """Load a bundle folder into a ready :class:`Model`.
 
     Reads ``manifest.json`` (and checks every file's sha256 unless ``check_files=False``), builds
@@ -35,6 +36,11 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     ``calibration.json`` (refused when it was fitted on other graphs), and warms the kernels and
     both graphs with one empty text (``warmup``). ``expected_sha256``: the sha256 (hex) that
     ``manifest.json`` must have, pinned from a trusted source (see :mod:`uehead.manifest_checksum`).
+    ``shard_batches`` (sequence classification, ``threads`` >= 2): a batch of at least
+    :data:`~uehead.runtime.sharding.MIN_SHARD_ROWS` rows per thread is split into one part per
+    thread, each run by a single-thread backbone session side by side
+    (:mod:`uehead.runtime.sharding`: faster than ONNX Runtime's intra-op threads on these graphs,
+    at the memory of a second backbone session); smaller batches use the intra-op session.
 
     Raises:
         uehead.bundle.BundleError (or a subclass: MissingFileError, ChecksumError,
@@ -56,8 +62,12 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     token = is_token_task(manifest)
     words = WordTokenizer(root / manifest.tokenizer.file, manifest.tokenizer, manifest.token.window_overlap) \
         if token else None
+    threads = threads if threads is not None else default_threads()
+    shards = None
+    if shard_batches and threads >= 2 and not token:
+        shards = ShardedRunner(_session(root / manifest.backbone.file, threads=1, **opts), threads)
     model = Model(root, manifest, tokenizer, backbone, head, baselines, load_calibration(root, manifest),
-                  word_tokenizer=words)
+                  word_tokenizer=words, backbone_shards=shards)
     if warmup:
         kernels.warmup()
         if token:

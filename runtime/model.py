@@ -28,6 +28,7 @@ from uehead.runtime import kernels
 from uehead.runtime.distances import Baselines
 from uehead.runtime.inputs import as_text_list, check_batch_size, check_items, reject_unordered
 from uehead.runtime.linear_head import LinearHead, fuse_linear_head
+from uehead.runtime.sharding import ShardedRunner
 from uehead.runtime.predictions import Predictions
 from uehead.runtime.tokenize import TextTokenizer
 from uehead.token_task import SEQUENCE_CLASSIFICATION, is_token_task, require_task
@@ -69,11 +70,14 @@ class Model:
     ``word_tokenizer`` (:class:`uehead.runtime.word_tokenize.WordTokenizer` of a token-classification
     bundle, else None), ``linear_head`` (:class:`~uehead.runtime.linear_head.LinearHead` when the
     head graph is one affine map of built-in head kinds, so that ``predict`` scores each block in
-    one kernel call; else None and the head graph runs as a session).
+    one kernel call; else None and the head graph runs as a session), ``backbone_shards``
+    (:class:`~uehead.runtime.sharding.ShardedRunner` that splits large batches across the cores,
+    or None).
     """
 
     def __init__(self, path: Path, manifest: Manifest, tokenizer: TextTokenizer, backbone_session,
-                 head_session, baselines: Baselines | None, calibration=None, word_tokenizer=None):
+                 head_session, baselines: Baselines | None, calibration=None, word_tokenizer=None,
+                 backbone_shards: ShardedRunner | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.labels = tuple(manifest.labels)
@@ -83,6 +87,7 @@ class Model:
         self.baselines = baselines
         self.calibration = calibration
         self.word_tokenizer = word_tokenizer
+        self.backbone_shards = backbone_shards
         self._heads = {h.kind: h for h in manifest.head.heads}
         self._head_outputs = [manifest.head.task_logits_name] + [h.output_name for h in self._heads.values()]
         # Resolved once: the registry's kernel of each head kind and its keyword arguments.
@@ -288,7 +293,11 @@ class Model:
 
     def _run_backbone(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         spec = self.manifest.backbone
-        z = self.backbone_session.run([spec.output_name], feeds)[0]
+        shards = self.backbone_shards
+        if shards is not None and shards.can_shard(feeds["input_ids"].shape[0]):
+            z = shards.run(spec.output_name, feeds)
+        else:
+            z = self.backbone_session.run([spec.output_name], feeds)[0]
         expected = (feeds["input_ids"].shape[0], spec.feature_size)
         if z.shape != expected:
             raise IncompatibleBundleError(

@@ -19,5 +19,8 @@ from _args import bundles, common, parser
 from uehead.bench import run_bench
 
 if __name__ == "__main__":
-    a = parser(__doc__, "e2e.json").parse_args()
-    run_bench(bundles(a), a.out, parts=("peak", "stages", "e2e"), **common(a))
+    p = parser(__doc__, "e2e.json")
+    p.add_argument("--intra-op-engines", action="store_true",
+                   help="also time each bundle with shard_batches=False (<engine>-intraop), side by side")
+    a = p.parse_args()
+    run_bench(bundles(a), a.out, parts=("peak", "stages", "e2e"), intra_op_engines=a.intra_op_engines, **common(a))

@@ -137,6 +137,14 @@ def test_report_prints_tables(capsys, bundle):
     assert doc["summary"]["checks"]
 
 
+def test_intra_op_engines_run_beside_the_sharded_ones(bundle):
+    doc = bench.run_bench(bundle, None, repeats=1, batch_sizes=(16,), lengths=("short",), min_texts=32, threads=2,
+                          parts=("e2e",), intra_op_engines=True, quiet=True)
+    engines = {r["engine"] for r in doc["e2e"]}
+    assert engines == {"uehead-fp32", "uehead-fp32-intraop"}
+    assert doc["agreement"]["uehead-fp32-intraop"]["label_agreement"] == 1.0
+
+
 def test_cli_bench_writes_json(tmp_path, bundle, monkeypatch):
     from uehead import cli
 

@@ -49,7 +49,7 @@ def run_bench(bundle: str | os.PathLike | Sequence[str | os.PathLike], json_out:
               checkpoint: str | os.PathLike | None = None, repeats: int = 7, batch_sizes: Sequence[int] = BATCH_SIZES,
               lengths: Sequence[str] = tuple(LENGTHS), min_texts: int = 32, threads: int | None = None,
               parts: Sequence[str] = PARTS, peers: Sequence[str] | None = None,
-              coldstart_runs: int = 5, quiet: bool = False) -> dict[str, Any]:
+              coldstart_runs: int = 5, quiet: bool = False, intra_op_engines: bool = False) -> dict[str, Any]:
     """Run the benchmarks, print tables, write ``json_out``; return the JSON document.
 
     ``bundle`` is one bundle folder or several (e.g. the fp32 and the int8 bundle of one model:
@@ -57,7 +57,9 @@ def run_bench(bundle: str | os.PathLike | Sequence[str | os.PathLike], json_out:
     the export extra is installed (else each is reported as skipped, with the install command):
     ``peers`` picks among :data:`uehead.bench.engines.PEERS` (default all that can run). ``parts`` picks the sections. A cell at batch size b runs the first
     ``max(b, min_texts)`` texts of a length, the same texts for every engine. Every figure is
-    measured here; nothing is filled in.
+    measured here; nothing is filled in. ``intra_op_engines`` adds, in the e2e section, each bundle
+    loaded with ``shard_batches=False`` (named ``<engine>-intraop``: every batch on ONNX Runtime's
+    intra-op threads), so the effect of splitting batches across the cores is measured side by side.
     """
     from uehead.runtime import load
     from uehead.runtime.session import default_threads
@@ -85,7 +87,9 @@ def run_bench(bundle: str | os.PathLike | Sequence[str | os.PathLike], json_out:
     if "stages" in parts:
         _run_stages(doc, models, cells)
     if "e2e" in parts:
-        _run_e2e(doc, models, cells, checkpoint=checkpoint, threads=threads, peers=peers)
+        extra = {f"{k}-intraop": load(m.path, threads=threads, shard_batches=False)
+                 for k, m in models.items()} if intra_op_engines else {}
+        _run_e2e(doc, models, cells, checkpoint=checkpoint, threads=threads, peers=peers, extra=extra)
     if "coldstart" in parts:
         _say("coldstart: fresh processes ...")
         doc["coldstart"] = coldstart({k: m.path for k, m in models.items()}, checkpoint=checkpoint,
@@ -140,9 +144,10 @@ def _run_stages(doc: dict[str, Any], models: dict[str, Any], cells: _Cells) -> N
 
 
 def _run_e2e(doc: dict[str, Any], models: dict[str, Any], cells: _Cells, *, checkpoint, threads: int,
-             peers: Sequence[str] | None) -> None:
-    """End-to-end rows of every engine (bundles, then the peers) and cell, and their agreement."""
-    engines: dict[str, Callable] = {name: runtime_engine(m) for name, m in models.items()}
+             peers: Sequence[str] | None, extra: dict[str, Any] | None = None) -> None:
+    """End-to-end rows of every engine (bundles, ``extra`` runtime models, then the peers) and cell,
+    and their agreement."""
+    engines: dict[str, Callable] = {name: runtime_engine(m) for name, m in {**models, **(extra or {})}.items()}
     peer_objs, doc["peers"] = {}, {}
     if checkpoint is not None:
         wanted = peer_names(peers)

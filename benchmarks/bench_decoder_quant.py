@@ -142,7 +142,8 @@ def run(a) -> dict:
         deltas = quantize.dataset_deltas(_Replay(outputs["fp32"]), _Replay(outputs[k]), tok, texts, labels, heads,
                                          batch_size=a.batch_size)
         adue = deltas["roc_auc"].get("adue")
-        gate = abs(deltas["accuracy"]["delta"]) <= GATE_POINTS and adue is not None and abs(adue["delta"]) <= GATE_POINTS
+        gate = (abs(deltas["accuracy"]["delta"]) <= GATE_POINTS and adue is not None
+                and abs(adue["delta"]) <= GATE_POINTS)
         info = variants[k]
         result_variants[k] = {
             "file_mb": info["path"].stat().st_size / 2**20, "speedup": times["fp32"] / times[k],

@@ -143,6 +143,19 @@ def test_choose_layers_takes_the_first_candidate_within_tolerance():
         ql.choose_layers(sens, tolerance=0.1, candidates=("int3",))
 
 
+def test_without_onnx_ir_the_4bit_candidate_is_dropped(llama, sensitivity, tmp_path, monkeypatch):
+    import importlib.util
+
+    path, feeds, _ = llama
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx_ir" else real(name, *a))
+    assert ql.available_candidates() == ("int8", "int8_smooth", "fp32")
+    report = ql.quantize_mixed(path, tmp_path / "q.onnx", feeds, tolerance=10.0, candidates=("int4", "fp32"),
+                               sensitivity=sensitivity, check=False)
+    assert report["unavailable"] == ["int4"] and report["candidates"] == ["fp32"]
+    assert report["counts"]["fp32"] == len(sensitivity)
+
+
 def _one_matmul(tmp_path, w: np.ndarray):
     k, n = w.shape
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",

@@ -1,14 +1,13 @@
 """Per-layer mixed quantisation of a backbone: each weight MatMul gets int8, 4-bit or fp32 from its
 measured sensitivity.
 
-Why: dynamic int8 (:mod:`uehead.export.quantize`) quantises each MatMul's input with ONE scale per
-tensor, so a decoder's activation spikes (a few huge values in some MLP down-projections, e.g.
-SmolLM2) flatten every other value of the batch to a few levels. Such a layer is smoothed (its
-input channels divided by per-channel scales that are multiplied into its weight rows and folded
-into the weight columns of the MatMul producing that input: exact in fp32, SmoothQuant style) and
-kept in fast int8, or gets 4-bit weight-only ``MatMulNBits`` (its int8 compute, ``accuracy_level``
-4, quantises the input per row and per block of ``block_size`` values, so a spike only coarsens its
-own block), or stays fp32.
+Why: dynamic int8 (:mod:`uehead.export.quantize`) gives each MatMul input ONE scale per tensor, so
+a decoder's activation spikes (huge values in some MLP down-projections, e.g. SmolLM2) flatten all
+other values of the batch to a few levels. Such a layer is smoothed (SmoothQuant: input channels
+divided by scales multiplied into its weight rows and folded into the producing MatMul's weight
+columns, exact in fp32) and kept in fast int8, or gets 4-bit weight-only ``MatMulNBits`` (whose
+``accuracy_level`` 4 quantises the input per row and block, so a spike coarsens only its block), or
+stays fp32.
 
 Sensitivity (:func:`measure_sensitivity`): one fp32 pass over the calibration feeds captures every
 weight MatMul's input; each candidate's quantisation is simulated in numpy on that layer alone and
@@ -40,10 +39,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-#: Candidates, fastest first on x86 CPUs with one thread at batch 32 (benchmarks/bench_decoder_quant.py):
-#: int8 dynamic kernels are about 3x faster than fp32 per MatMul, smoothing costs nothing at run time;
-#: 4-bit ``MatMulNBits`` is only about 1.1-1.3x faster than fp32 but 8x smaller than it, and
-#: keeps outlier layers accurate.
+#: Candidates, fastest first (AVX-512 VNNI CPU, one thread, batch 32): int8 dynamic MatMuls run about
+#: 3x faster than fp32, smoothing costs nothing at run time, 4-bit ``MatMulNBits`` only 1.1-1.3x
+#: (but is 8x smaller than fp32).
 CANDIDATES = ("int8", "int8_smooth", "int4", "fp32")
 #: Default max mean per-token relative output error of one layer. SmolLM2-135M on Rotten Tomatoes
 #: (benchmarks/bench_decoder_quant.py): most layers sit near 0.02-0.05 under int8, the down-projections
@@ -379,11 +377,9 @@ def _fold_smoothing(model, layers: Mapping[str, Mapping[str, Any]], smooth: Mapp
 
 
 def _features(path: str | Path, feeds: Sequence[Mapping[str, np.ndarray]], threads: int) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from uehead.runtime.session import make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = make_session(path, threads=threads)
     out = session.get_outputs()[0].name
     return [session.run([out], _feed(session, b))[0] for b in feeds]
 

@@ -9,10 +9,10 @@ inputs and its one output (``features``, the pooled z) and is checked against th
 before it replaces it; the export's validation against PyTorch then runs on the fused graph, and
 ``--int8`` quantises it (``Attention`` -> ``QAttention``).
 
-Off by default: on an AVX-512 VNNI CPU with ONNX Runtime 1.32 at one thread, the fused graphs ran
-slower than the unfused ones that ONNX Runtime fuses itself at session load (fp32 0.86-0.96x, dynamic
-int8 0.72-0.78x; the SkipLayerNormalization and Attention kernels dominate). Measure on your machine
-with ``benchmarks/bench_int8.py``.
+Off by default: on the AVX-512 VNNI CPUs measured (README "Speed"), the fused graphs ran slower than
+the unfused ones that ONNX Runtime fuses itself at session load, fp32 and int8 alike (the
+SkipLayerNormalization and Attention kernels dominate). Measure on your machine with
+``benchmarks/bench_int8.py``.
 
 Only encoder families the optimizer's BERT fusions recognise are fused (:data:`FUSABLE_MODEL_TYPES`);
 other model types (decoders, DeBERTa-v2) keep their graph and the report says why.

@@ -4,8 +4,8 @@
 ``onnxruntime.quantization.quantize_dynamic`` (weights int8 per output channel, activations
 quantised at run time; per-channel measured clearly more accurate than per-tensor); ``static``
 (QDQ, activation scales calibrated on the dataset's train texts) is the alternative. On an AVX-512
-VNNI CPU with ONNX Runtime 1.32, dynamic on the unfused graph measured fastest: static 0.84x of it
-and further from fp32, dynamic on a fused graph 0.72-0.78x (see :mod:`uehead.export.optimize`).
+VNNI CPU with ONNX Runtime 1.32, dynamic on the unfused graph measured fastest, ahead of static (also
+further from fp32) and of dynamic on a fused graph (README "Speed"; :mod:`uehead.export.optimize`).
 :func:`golden_deltas` and :func:`dataset_deltas` measure int8 against fp32 ONNX Runtime on the golden
 texts and on a dataset's test split (accuracy and uncertainty ROC-AUC).
 Every uncertainty score here is **higher = more uncertain**.

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from uehead.architectures import POOLING_OF
 from uehead.bundle import BACKBONE_FILE, FORMAT_NAME, HEAD_FILE, MANIFEST_FILE, TOKENIZER_FILE, Manifest
 from uehead.checkpoint import Checkpoint, read_checkpoint
 from uehead.evaluation.paired import describe_default
@@ -51,7 +52,9 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
 
     Args:
         int8: write a quantised backbone (per-channel int8 weights) and record how it was built and
-            its deltas against fp32 in ``manifest.reports["int8"]``.
+            its deltas against fp32 in ``manifest.reports["int8"]``. Decoder (last-token) backbones
+            get a per-layer mix instead (int8 | smoothed int8 | 4-bit | fp32 from each weight
+            MatMul's measured sensitivity on ``data``'s train texts; :mod:`uehead.export.quantize_layers`).
         opset: ONNX opset of both graphs.
         data: a dataset (``rotten_tomatoes`` or a folder); with ``int8``, accuracy and ROC-AUC
             deltas are measured on its test split; its test texts also join the tokenizer check; with
@@ -106,7 +109,8 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
         if is_token_task(ckpt):
             dataset = load_token_dataset(data, splits=("test",))
         else:
-            dataset = load_dataset(data, splits=("train", "test") if static else ("test",),
+            mixed = int8 and POOLING_OF.get(ckpt.architecture) == "last_token"  # decoders calibrate on train
+            dataset = load_dataset(data, splits=("train", "test") if static or mixed else ("test",),
                                    options=_data_options(ckpt, data))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     _umask = os.umask(0)
@@ -216,7 +220,8 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
             steps.start("int8: quantising the backbone, measuring it against fp32"
                         + (f" on {len(dataset['test'].texts)} {dataset.name} test rows" if dataset is not None else ""))
             reports["int8"], golden = _quantize_and_measure(fp32, out, tok, cases, golden_texts, heads, dataset,
-                                                            method=int8_method, fused=fusion_report["applied"])
+                                                            method=int8_method, fused=fusion_report["applied"],
+                                                            architecture=ckpt.architecture)
             steps.start("golden outputs (from the int8 graphs)")
         else:
             steps.start("golden outputs (from PyTorch)")
@@ -244,14 +249,28 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
 
 
 def _quantize_and_measure(fp32, out: Path, tok, cases, golden_texts, heads, dataset, *, method: str = "dynamic",
-                          fused: bool = False):
+                          fused: bool = False, architecture: str = ""):
     """Write the int8 backbone; return (int8 report, golden payload from the int8 graphs)."""
     calibration, source = [], None
     if method == "static":
         calibration = quantize.calibration_batches(tok, dataset["train"].texts)
         source = f"{dataset.name}/train"
-    report = quantize.quantize_backbone(fp32.backbone_path, out / BACKBONE_FILE, method=method, fused=fused,
-                                        calibration=calibration, calibration_source=source)
+    if method == "dynamic" and POOLING_OF.get(architecture) == "last_token":
+        # Decoders: activation spikes in some MLP down-projections ruin per-tensor int8 there, so each
+        # weight MatMul gets int8 | smoothed int8 | 4-bit | fp32 from its measured sensitivity.
+        from uehead.export import quantize_layers
+
+        texts = dataset["train"].texts if dataset is not None else validate.SAMPLE_TEXTS
+        if dataset is None:
+            log.warning("no --data: the decoder's per-layer sensitivity is measured on %d sample texts only",
+                        len(texts))
+        feeds = quantize_layers.calibration_feeds(tok, texts, count=quantize_layers.CALIBRATION_ROWS)
+        report = quantize_layers.quantize_mixed(fp32.backbone_path, out / BACKBONE_FILE, feeds)
+        report.update(calibration_source=f"{dataset.name}/train" if dataset is not None else "sample texts",
+                      int8_bytes=report["bytes"])
+    else:
+        report = quantize.quantize_backbone(fp32.backbone_path, out / BACKBONE_FILE, method=method, fused=fused,
+                                            calibration=calibration, calibration_source=source)
     q8 = validate.OnnxPipeline(out / BACKBONE_FILE, out / HEAD_FILE)
     per_case = {n: {"shape": list(b["input_ids"].shape), **validate.compare_outputs(fp32(b), q8(b), heads)}
                 for n, b in cases.items()}

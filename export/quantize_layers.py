@@ -39,9 +39,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-#: Candidates, fastest first (AVX-512 VNNI CPU, one thread, batch 32): int8 dynamic MatMuls run about
-#: 3x faster than fp32, smoothing costs nothing at run time, 4-bit ``MatMulNBits`` only 1.1-1.3x
-#: (but is 8x smaller than fp32).
+#: Candidates, fastest first on the AVX-512 VNNI CPUs measured (benchmarks/bench_decoder_quant.py):
+#: int8 dynamic MatMuls, then the same after smoothing (no run-time cost), then 4-bit ``MatMulNBits``
+#: (barely faster than fp32, but 8x smaller), then fp32.
 CANDIDATES = ("int8", "int8_smooth", "int4", "fp32")
 #: Default max mean per-token relative output error of one layer. SmolLM2-135M on Rotten Tomatoes
 #: (benchmarks/bench_decoder_quant.py): most layers sit near 0.02-0.05 under int8, the down-projections
@@ -51,8 +51,7 @@ DEFAULT_TOLERANCE = 0.06
 DEFAULT_BLOCK_SIZE = 32
 DEFAULT_ACCURACY_LEVEL = 4
 DEFAULT_SMOOTH_ALPHA = 0.8
-#: Training sentences the sensitivity is measured on (4 batches of 32: about 2 minutes for SmolLM2-135M
-#: on one thread).
+#: Training sentences the sensitivity is measured on (4 batches of 32).
 CALIBRATION_ROWS = 128
 _EPS = 1e-12
 

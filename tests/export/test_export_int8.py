@@ -62,3 +62,18 @@ def test_int8_predictions_stay_close_to_fp32(int8_bundle, fp32_bundles):
     p32 = runtime.load(fp32_bundles["bert"][1], threads=1).predict(texts)
     assert np.abs(p8.probs - p32.probs).max() < 0.05
     assert np.abs(p8.uncertainty - p32.uncertainty).max() < 0.05
+
+
+def test_decoder_int8_takes_per_layer_precision_from_measured_sensitivity(tiny_ckpts, tiny_data, tmp_path):
+    """LLaMA-family backbones: every weight MatMul's precision is chosen and recorded in the manifest."""
+    from uehead.export import export_bundle
+
+    manifest = export_bundle(tiny_ckpts["llama"], tmp_path / "llama_int8", int8=True, data=tiny_data)
+    r = manifest.reports["int8"]
+    assert r["method"].startswith("per-layer mix")
+    assert r["calibration_source"].endswith("/train") and r["calibration_rows"] > 0
+    assert r["layers"] and all(l["choice"] in ("int8", "int8_smooth", "int4", "fp32") for l in r["layers"])
+    assert sum(r["counts"].values()) == len(r["layers"])
+    assert r["bytes"] == (tmp_path / "llama_int8" / "backbone.onnx").stat().st_size
+    preds = runtime.load(tmp_path / "llama_int8").predict(["a fine film", "dull"])
+    assert np.isfinite(preds.probs).all() and len(preds.labels) == 2

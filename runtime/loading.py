@@ -4,6 +4,7 @@ Torch-free: ONNX Runtime, numpy, tokenizers and the kernels only.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     ``shard_batches`` (sequence classification, ``threads`` >= 2): a batch of at least
     :data:`~uehead.runtime.sharding.MIN_SHARD_ROWS` rows per thread is split into one part per
     thread, each run by a single-thread backbone session side by side
-    (:mod:`uehead.runtime.sharding`: faster than ONNX Runtime's intra-op threads on these graphs,
-    at the memory of a second backbone session); smaller batches use the intra-op session.
+    (:mod:`uehead.runtime.sharding`: faster than ONNX Runtime's intra-op threads on these graphs;
+    the second, single-thread backbone session is built on the first batch large enough to split);
+    smaller batches use the intra-op session.
 
     Raises:
         uehead.bundle.BundleError (or a subclass: MissingFileError, ChecksumError,
@@ -65,7 +67,7 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     threads = threads if threads is not None else default_threads()
     shards = None
     if shard_batches and threads >= 2 and not token:
-        shards = ShardedRunner(_session(root / manifest.backbone.file, threads=1, **opts), threads)
+        shards = ShardedRunner(functools.partial(_session, root / manifest.backbone.file, threads=1, **opts), threads)
     model = Model(root, manifest, tokenizer, backbone, head, baselines, load_calibration(root, manifest),
                   word_tokenizer=words, backbone_shards=shards)
     if warmup:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
 
 import numpy as np
 
@@ -29,17 +31,32 @@ MIN_SHARD_ROWS = 8
 
 
 class ShardedRunner:
-    """Runs ``session`` (built with one intra-op thread) on ``shards`` contiguous parts of a batch
-    at once: the calling thread runs the first part, a small thread pool the others."""
+    """Runs a single-thread session on ``shards`` contiguous parts of a batch at once: the calling
+    thread runs the first part, a small thread pool the others.
 
-    def __init__(self, session, shards: int):
+    ``make_session()`` builds that session (one intra-op thread). It is called on the first batch
+    large enough to split, not at construction: a process that only ever predicts small batches
+    (a server answering single texts) never holds the second copy of the backbone's weights, and a
+    cold start pays nothing for it."""
+
+    def __init__(self, make_session: Callable[[], Any], shards: int):
         if not isinstance(shards, int) or shards < 2:
             raise ValueError(f"shards={shards!r}; a sharded runner needs at least 2 parts.")
-        self.session = session
+        self.make_session = make_session
         self.shards = shards
+        self._session = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = -1
         self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        """The single-thread session (built on first use)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self.make_session()
+        return self._session
 
     def can_shard(self, rows: int) -> bool:
         """True when ``rows`` give every part at least :data:`MIN_SHARD_ROWS` rows."""
@@ -50,10 +67,10 @@ class ShardedRunner:
         rows = next(iter(feeds.values())).shape[0]
         bounds = [rows * i // self.shards for i in range(self.shards + 1)]
         parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(bounds[:-1], bounds[1:])]
-        pool = self._executor()
-        futures = [pool.submit(self.session.run, [output_name], p) for p in parts[1:]]
+        session, pool = self.session, self._executor()
+        futures = [pool.submit(session.run, [output_name], p) for p in parts[1:]]
         try:
-            first = self.session.run([output_name], parts[0])[0]
+            first = session.run([output_name], parts[0])[0]
         finally:
             wait(futures)  # never leave a part running when the call returns or raises
         return np.concatenate([first] + [f.result()[0] for f in futures])

@@ -40,7 +40,7 @@ def test_parts_are_contiguous_and_rows_come_back_in_order(shards, rows):
     rec = _Recorder()
     feeds = {"input_ids": np.arange(rows, dtype=np.int64)[:, None].repeat(3, axis=1),
              "attention_mask": np.ones((rows, 3), np.int64)}
-    out = ShardedRunner(rec, shards).run("z", feeds)
+    out = ShardedRunner(lambda: rec, shards).run("z", feeds)
     np.testing.assert_array_equal(out[:, 0], np.arange(rows))
     assert sorted(rec.calls) == sorted(rows * (i + 1) // shards - rows * i // shards for i in range(shards))
 
@@ -49,25 +49,34 @@ def test_a_failing_part_raises_after_every_part_finished():
     rec = _Recorder(fail_on_rows=10)
     feeds = {"input_ids": np.arange(20, dtype=np.int64)[:, None]}
     with pytest.raises(RuntimeError, match="part failed"):
-        ShardedRunner(rec, 2).run("z", feeds)
+        ShardedRunner(lambda: rec, 2).run("z", feeds)
     assert len(rec.calls) == 2
 
 
 def test_threshold_and_arguments():
-    runner = ShardedRunner(_Recorder(), 2)
+    runner = ShardedRunner(_Recorder, 2)
     assert not runner.can_shard(2 * MIN_SHARD_ROWS - 1) and runner.can_shard(2 * MIN_SHARD_ROWS)
     with pytest.raises(ValueError, match="at least 2"):
-        ShardedRunner(_Recorder(), 1)
+        ShardedRunner(_Recorder, 1)
 
 
 def test_the_pool_is_rebuilt_in_a_forked_child():
-    runner = ShardedRunner(_Recorder(), 2)
+    runner = ShardedRunner(_Recorder, 2)
     feeds = {"input_ids": np.arange(20, dtype=np.int64)[:, None]}
     runner.run("z", feeds)
     first = runner._pool
     runner._pool_pid = -1  # what a fork looks like to the runner: another process id
     runner.run("z", feeds)
     assert runner._pool is not first
+
+
+def test_the_single_thread_session_is_built_on_the_first_batch_that_splits(bundle):
+    model = load(bundle, threads=2)  # load's warm-up predicts one text
+    assert model.backbone_shards._session is None
+    model.predict(_texts(8))
+    assert model.backbone_shards._session is None  # 8 rows: too few to split
+    model.predict(_texts(16))
+    assert model.backbone_shards._session is not None
 
 
 def test_load_shards_only_with_several_threads(bundle):

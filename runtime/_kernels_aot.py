@@ -50,7 +50,7 @@ KIND_ADUE = 0
 KIND_ALIEN = 1
 FAILED_MARKER = "build-failed.txt"
 _HERE = Path(__file__).resolve().parent
-_SOURCES = (_HERE / "_kernels_impl.py", Path(__file__).resolve())
+_SOURCES = (_HERE / "_kernels_impl.py", _HERE / "_kernels_math.py", Path(__file__).resolve())
 
 
 class AotUnavailable(RuntimeError):

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 pytest.importorskip("onnxruntime")
 
 from uehead.datasets import load_dataset  # noqa: E402
+from uehead.export import layer_sensitivity as sens  # noqa: E402
 from uehead.export import quantize_layers as ql  # noqa: E402
 from uehead.runtime.tokenize import TextTokenizer  # noqa: E402
 
@@ -183,14 +184,14 @@ def test_simulated_errors_match_onnxruntime_and_flag_activation_spikes(tmp_path)
     for name, act in (("plain", x), ("spiky", spiky)):
         flat = act.reshape(-1, k)
         y = flat @ w
-        simulated = {"int8": ql._row_errors(y, ql._uint8_dynamic(flat) @ ql._int8_weight(w)).mean(),
-                     "int4": ql._row_errors(y, ql._int8_blocks(flat, 32) @ ql._int4_weight(w, 32)).mean()}
+        simulated = {"int8": sens._row_errors(y, sens._uint8_dynamic(flat) @ sens._int8_weight(w)).mean(),
+                     "int4": sens._row_errors(y, sens._int8_blocks(flat, 32) @ sens._int4_weight(w, 32)).mean()}
         real = {}
         for cand in ("int8", "int4"):
             out = tmp_path / f"{name}_{cand}.onnx"
             ql.write_mixed(path, out, {"mm": cand})
             got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": act})[0]
-            real[cand] = ql._row_errors(y, got.reshape(-1, n)).mean()
+            real[cand] = sens._row_errors(y, got.reshape(-1, n)).mean()
         for cand in real:
             assert simulated[cand] == pytest.approx(real[cand], rel=0.3), (name, cand, simulated, real)
         if name == "spiky":

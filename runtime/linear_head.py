@@ -68,8 +68,8 @@ class LinearHead:
         softmax response, entropy, then each head's score in ``kinds`` order).
 
         Raises NonFiniteLogitsError naming the first output row (of ``rows``) whose logits hold NaN/inf."""
-        bad = self._kernel(z, self.weight, self.bias, rows, self.num_classes, self.codes,
-                                           self.lams, probs, label_ids, scores)
+        bad = self._kernel(z, self.weight, self.bias, rows, self.num_classes, self.codes, self.lams, probs,
+                           label_ids, scores)
         if bad >= 0:
             self._raise_nonfinite(z, rows)
 

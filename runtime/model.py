@@ -172,8 +172,9 @@ class Model:
         ``tokenize``, ``backbone``, ``head`` (the head graph; with a fused ``linear_head``, the one
         kernel call that computes the head and every score), ``kernels`` (the score kernels run
         outside the head: all of them on the session path; distances and decisions when asked) and
-        ``assemble`` (building the Predictions object: label names, score dict), plus ``batch_size``, ``n_batches``, ``shapes`` (the padded
-        ``(rows, tokens)`` of each backbone call, in call order), ``sequence_length`` (the widest)
+        ``assemble`` (building the Predictions object: label names, score dict), plus ``batch_size``,
+        ``n_batches``, ``shapes`` (the padded ``(rows, tokens)`` of each backbone call, in call
+        order), ``sequence_length`` (the widest)
         and ``head_calls`` (head graph runs: one per :data:`BLOCK_ROWS` rows).
         """
         self._require_sequence("predict_stages(texts)")
@@ -321,7 +322,7 @@ class Model:
         task logits [N, C], kind -> head logits [N, C], and features z [N, H] for ``distances``."""
         return self._score_logits(task_logits, head_logits, z, distances, _StageClock(None))
 
-    def _score_logits(self, task_logits, head_logits, z, distances: bool, clock: "_StageClock") -> Predictions:
+    def _score_logits(self, task_logits, head_logits, z, distances: bool, clock: _StageClock) -> Predictions:
         probs, sr, ent, _ = kernels.task_outputs(task_logits)
         scores = {"sr": sr, "entropy": ent}
         for kind, logits in head_logits.items():
@@ -339,7 +340,7 @@ class Model:
         clock.lap("kernels")
         kind = self.uncertainty_kind
         preds = Predictions(labels=self._label_array[label_ids].tolist(), label_ids=label_ids, probs=probs,
-                           uncertainty=scores[kind], uncertainty_kind=kind, softmax_response=scores["sr"],
+                            uncertainty=scores[kind], uncertainty_kind=kind, softmax_response=scores["sr"],
                             entropy=scores["entropy"], scores=scores)
         clock.lap("assemble")
         return preds

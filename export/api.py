@@ -27,7 +27,7 @@ from uehead.architectures import POOLING_OF
 from uehead.bundle import BACKBONE_FILE, FORMAT_NAME, HEAD_FILE, MANIFEST_FILE, TOKENIZER_FILE, Manifest
 from uehead.checkpoint import Checkpoint, read_checkpoint
 from uehead.evaluation.paired import describe_default
-from uehead.export import graphs, optimize, quantize, validate, writer
+from uehead.export import graphs, optimize, pooled_row, quantize, validate, writer
 from uehead.export.errors import ExportError
 from uehead.export.hf import load_model, load_tokenizer
 from uehead.export.tokenization import check_tokenizer_agreement, tokenizer_spec, write_tokenizer
@@ -47,7 +47,7 @@ TOKENIZER_CHECK_ROWS = 256
 def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, int8: bool = False, opset: int = 17,
                   data: str | os.PathLike | None = None, default_head: str | None = None,
                   fusions: bool = False, int8_method: str = "dynamic", max_length: int | None = None,
-                  progress: bool = True) -> Manifest:
+                  full_last_layer: bool = False, progress: bool = True) -> Manifest:
     """Export ``checkpoint`` (the folder ``uehead train`` writes) to the bundle folder ``bundle``.
 
     Args:
@@ -74,6 +74,10 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
         max_length: the bundle's tokenizer max_length (default: the checkpoint's training max_length),
             at most the backbone's position embeddings; e.g. to serve longer texts than training saw
             (recorded in ``manifest.reports["export"]["max_length"]``). Sequence classification only.
+        full_last_layer: keep every row of the last encoder layer. By default a backbone that pools
+            the first token computes only that row in its last layer (the query, attention output and
+            feed-forward of the other rows are never read; :mod:`uehead.export.pooled_row`), checked
+            against the full graph; ``manifest.reports["export"]["pooled_row"]`` says what was done.
         progress: print one line per step on stderr (graph export, validation, int8, golden outputs,
             manifest, the runtime's check) and the total time.
     Returns:
@@ -119,6 +123,7 @@ def export_bundle(checkpoint: str | os.PathLike, bundle: str | os.PathLike, *, i
     try:
         manifest = _export_into(ckpt, tmp, int8=int8, opset=opset, dataset=dataset, default_kind=default_kind,
                                 fusions=fusions, int8_method=int8_method, trained_length=trained_length,
+                                full_last_layer=full_last_layer,
                                 default_report=writer.default_score_report(tested, default_head, default_kind),
                                 started=started, steps=steps)
         steps.start("checking the bundle with the runtime (uehead verify)")
@@ -172,7 +177,8 @@ def _data_options(ckpt: Checkpoint, data) -> Any:
 
 def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset, default_kind: str,
                  started: float, steps: StepLines, default_report: dict | None = None, fusions: bool = False,
-                 int8_method: str = "dynamic", trained_length: int | None = None) -> Manifest:
+                 int8_method: str = "dynamic", trained_length: int | None = None,
+                 full_last_layer: bool = False) -> Manifest:
     if is_token_task(ckpt):
         steps.start("token-classification export: graphs, validation, golden outputs")
         from uehead.export.token_export import export_token_into
@@ -206,7 +212,8 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
             fusion_report = optimize.fuse_backbone(exported, fp32_path, model.config.to_dict(), cases)
             if not fusion_report["applied"]:
                 log.warning("fusions not applied: %s", fusion_report["reason"])
-        if not fusion_report["applied"]:
+        pooled = _pooled_row(exported, fp32_path, cases, fused=fusion_report["applied"], full=full_last_layer)
+        if not (fusion_report["applied"] or pooled["applied"]):
             os.replace(exported, fp32_path)
 
         steps.start("validation: ONNX Runtime vs PyTorch")
@@ -235,7 +242,7 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         "uncertainty_heads": uncertainty_params,
         "uncertainty_heads_percent_of_backbone": 100.0 * uncertainty_params / max(1, backbone.num_parameters)}
     reports["export"] = {"checkpoint": str(ckpt.root), "exporter": "torch.onnx.export(dynamo=False)",
-                         "opset": opset, "precision": precision, "graph_fusions": fusion_report,
+                         "opset": opset, "precision": precision, "graph_fusions": fusion_report, "pooled_row": pooled,
                          "max_length": {"bundle": ckpt.max_length, "trained": trained_length or ckpt.max_length},
                          "seconds": round(time.perf_counter() - started, 2)}
     reports["training"] = writer.training_summary(ckpt)
@@ -246,6 +253,18 @@ def _export_into(ckpt: Checkpoint, out: Path, *, int8: bool, opset: int, dataset
         default_head=default_kind, baselines=writer.copy_baselines(ckpt, out),
         golden=writer.write_golden(out, golden), reports=reports)
     return writer.finish(out, writer.add_scores_graph(out, manifest, score_inputs))
+
+
+def _pooled_row(exported: Path, dst: Path, cases, *, fused: bool, full: bool) -> dict[str, Any]:
+    """Write the backbone whose last layer computes only the pooled row to ``dst`` when it applies."""
+    if full:
+        return {"applied": False, "reason": "not requested (--full-last-layer)"}
+    if fused:
+        return {"applied": False, "reason": "--fusions: the fused Attention operator computes every row"}
+    report = pooled_row.prune_to_pooled_row(exported, dst, cases)
+    if not report["applied"]:
+        log.info("last layer left whole: %s", report["reason"])
+    return report
 
 
 def _quantize_and_measure(fp32, out: Path, tok, cases, golden_texts, heads, dataset, *, method: str = "dynamic",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from uehead.export.errors import ExportValidationError
+from uehead.export.validate import graph_output_diff
 
 #: HF ``model_type`` -> the optimizer's model type whose fusions apply to it.
 FUSABLE_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "camembert": "bert",
@@ -104,7 +105,7 @@ def fuse_backbone(src: str | Path, dst: str | Path, config: Mapping[str, Any], c
             fix="export without --fusions and report this model to uehead.")
     model.save_model_to_file(str(dst))
     report["fused_ops"] = fused_op_counts(dst)
-    report["max_abs_diff_vs_unfused"] = _compare(src, dst, cases)
+    report["max_abs_diff_vs_unfused"] = graph_output_diff(src, dst, cases)
     if not report["max_abs_diff_vs_unfused"] <= FUSION_TOLERANCE:
         raise ExportValidationError(
             f"the fused backbone's features differ from the unfused graph's by "
@@ -115,20 +116,4 @@ def fuse_backbone(src: str | Path, dst: str | Path, config: Mapping[str, Any], c
 
 def _names(values) -> list[str]:
     return [v.name for v in values]
-
-
-def _compare(a: Path, b: Path, cases) -> float:
-    """Max abs diff of the two graphs' first output over ``cases`` (one thread, as validation does)."""
-    import numpy as np
-
-    from uehead.runtime.session import make_session
-
-    sa, sb = make_session(a, threads=1), make_session(b, threads=1)
-    inputs = [i.name for i in sa.get_inputs()]
-    worst = 0.0
-    for batch in dict(cases).values():
-        feed = {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in inputs}
-        (x,), (y,) = sa.run(None, feed), sb.run(None, feed)
-        worst = max(worst, float(np.abs(x.astype(np.float64) - y).max()) if x.size else 0.0)
-    return worst
 

@@ -205,6 +205,21 @@ def validation_cases(tok, texts: Sequence[str]) -> dict[str, dict[str, np.ndarra
     return cases
 
 
+def graph_output_diff(a: str | Path, b: str | Path, cases: Mapping[str, Mapping[str, np.ndarray]]) -> float:
+    """Max abs diff of two ONNX graphs' first output over the token batches ``cases`` (one thread,
+    as validation does): how a rewritten backbone is checked against the graph it replaces."""
+    from uehead.runtime.session import make_session
+
+    sa, sb = make_session(a, threads=1), make_session(b, threads=1)
+    inputs = [i.name for i in sa.get_inputs()]
+    worst = 0.0
+    for batch in dict(cases).values():
+        feed = {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in inputs}
+        (x,), (y,) = sa.run(None, feed), sb.run(None, feed)
+        worst = max(worst, float(np.abs(x.astype(np.float64) - y).max()) if x.size else 0.0)
+    return worst
+
+
 def compare_outputs(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
                     heads: Mapping[str, Mapping[str, float]], *, kernels: bool = True) -> dict[str, Any]:
     """Diffs of raw outputs and of scores, plus the number of flipped predictions. ``expected`` is

@@ -43,7 +43,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from uehead.export import export_bundle
 
     export_bundle(a.checkpoint, a.bundle, int8=a.int8, opset=a.opset, data=a.data, default_head=a.default_head,
-                  fusions=a.fusions, int8_method=a.int8_method, max_length=a.max_length)
+                  fusions=a.fusions, int8_method=a.int8_method, max_length=a.max_length,
+                  full_last_layer=a.full_last_layer)
     return 0
 
 
@@ -238,6 +239,9 @@ def _add_export_parser(sub) -> None:
     e.add_argument("--fusions", action="store_true",
                    help="apply ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, ...) to the "
                         "backbone of encoder models (flag; default: off, measured slower on AVX-512 CPUs)")
+    e.add_argument("--full-last-layer", action="store_true",
+                   help="keep every row of the last encoder layer (flag; default: a backbone that pools the first "
+                        "token computes only that row there, checked against the full graph)")
     e.add_argument("--max-length", type=int, default=None,
                    help="tokenizer max_length of the bundle, up to the backbone's positions (default: the "
                         "checkpoint's training max_length)")

@@ -30,6 +30,9 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForSequenceClassification", "llama", "llama"),
     "mistral": ("MistralConfig", "MistralForSequenceClassification", "llama", "llama"),
 }
+#: Families whose backbone's last layer is cut to the pooled first token (uehead.export.pooled_row);
+#: DeBERTa-v2's relative attention and the last-token decoders keep every row.
+FIRST_TOKEN_CUT = ("bert", "distilbert", "roberta", "xlm-roberta", "electra")
 #: The head module each family's classifier maps to (uehead.architectures.CLASSIFIER_OF).
 MODULES = {"bert": "linear", "distilbert": "dense_relu_linear", "roberta": "dense_tanh_linear",
            "xlm-roberta": "dense_tanh_linear", "electra": "dense_gelu_linear", "deberta-v2": "dense_gelu_linear",
@@ -127,6 +130,10 @@ def test_posthoc_heads_export_and_serve_like_the_original_model(family, tiny_row
     assert read.training["merge_max_abs_diff"] == 0.0
     manifest = export_bundle(ckpt, tmp_path / "bundle", progress=False)
     assert manifest.reports["validation"]["passed"]
+    # The first-token poolers compute only that row in their last layer; the rest stay whole.
+    pooled = manifest.reports["export"]["pooled_row"]
+    assert pooled["applied"] == (family in FIRST_TOKEN_CUT), pooled
+    assert pooled["applied"] or pooled["reason"]
     assert ("token_type_ids" in manifest.backbone.input_names) == (family in ("bert", "electra"))
     test_texts = list(load_dataset(tiny_rows, splits=("test",))["test"].texts)
     texts = test_texts + ["", "good", "bad " * 40]

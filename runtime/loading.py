@@ -15,7 +15,7 @@ from uehead.runtime import kernels
 from uehead.runtime.distances import load_baselines
 from uehead.runtime.model import Model
 from uehead.runtime.session import default_threads, make_session
-from uehead.runtime.sharding import ShardedRunner
+from uehead.runtime.sharding import CALL_TOKENS, ShardedRunner
 from uehead.runtime.tokenize import TextTokenizer
 from uehead.runtime.word_tokenize import WordTokenizer
 from uehead.token_task import is_token_task
@@ -27,7 +27,8 @@ _FIX = "re-export the bundle with `uehead export`."
 
 def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers: list | tuple | None = None,
          graph_optimization: str = "all", check_files: bool = True, head_threads: int = 1,
-         warmup: bool = True, expected_sha256: str | None = None, shard_batches: bool = True) -> Model:
+         warmup: bool = True, expected_sha256: str | None = None, shard_batches: bool = True,
+         call_tokens: int | None = CALL_TOKENS) -> Model:
     """Load a bundle folder into a ready :class:`Model`.
 
     Reads ``manifest.json`` (and checks every file's sha256 unless ``check_files=False``), builds
@@ -42,12 +43,18 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     thread, each run by a single-thread backbone session side by side
     (:mod:`uehead.runtime.sharding`: faster than ONNX Runtime's intra-op threads on these graphs;
     the second, single-thread backbone session is built on the first batch large enough to split);
-    smaller batches use the intra-op session.
+    smaller batches use the intra-op session. ``call_tokens``: a single-thread backbone run (each
+    part of a split batch; every batch when ``threads=1``) goes as calls of at most this many
+    tokens, so that its activations stay in the caches (measured faster; ``None``: whole batches).
 
     Raises:
         uehead.bundle.BundleError (or a subclass: MissingFileError, ChecksumError,
         BundleVersionError, IncompatibleBundleError) naming the file and the fix.
     """
+    if call_tokens is not None and (isinstance(call_tokens, bool) or not isinstance(call_tokens, int)
+                                    or call_tokens < 1):
+        raise ValueError(f"call_tokens={call_tokens!r}; pass a positive number of tokens per backbone call, "
+                         f"or None for whole batches.")
     root = Path(bundle_dir)
     check_manifest_sha256(root, expected_sha256)
     manifest = load_manifest(root, check_files=check_files)
@@ -67,9 +74,11 @@ def load(bundle_dir: str | os.PathLike, *, threads: int | None = None, providers
     threads = threads if threads is not None else default_threads()
     shards = None
     if shard_batches and threads >= 2 and not token:
-        shards = ShardedRunner(functools.partial(_session, root / manifest.backbone.file, threads=1, **opts), threads)
+        shards = ShardedRunner(functools.partial(_session, root / manifest.backbone.file, threads=1, **opts), threads,
+                               call_tokens=call_tokens)
     model = Model(root, manifest, tokenizer, backbone, head, baselines, load_calibration(root, manifest),
-                  word_tokenizer=words, backbone_shards=shards)
+                  word_tokenizer=words, backbone_shards=shards,
+                  backbone_call_tokens=call_tokens if threads == 1 and not token else None)
     if warmup:
         kernels.warmup()
         if token:

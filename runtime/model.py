@@ -28,7 +28,7 @@ from uehead.runtime import kernels
 from uehead.runtime.distances import Baselines
 from uehead.runtime.inputs import as_text_list, check_batch_size, check_items, reject_unordered
 from uehead.runtime.linear_head import LinearHead, fuse_linear_head
-from uehead.runtime.sharding import ShardedRunner
+from uehead.runtime.sharding import ShardedRunner, run_in_calls
 from uehead.runtime.predictions import Predictions
 from uehead.runtime.tokenize import TextTokenizer
 from uehead.token_task import SEQUENCE_CLASSIFICATION, is_token_task, require_task
@@ -72,12 +72,13 @@ class Model:
     head graph is one affine map of built-in head kinds, so that ``predict`` scores each block in
     one kernel call; else None and the head graph runs as a session), ``backbone_shards``
     (:class:`~uehead.runtime.sharding.ShardedRunner` that splits large batches across the cores,
-    or None).
+    or None), ``backbone_call_tokens`` (tokens per call of a single-thread ``backbone_session``,
+    :func:`~uehead.runtime.sharding.run_in_calls`; None: whole batches).
     """
 
     def __init__(self, path: Path, manifest: Manifest, tokenizer: TextTokenizer, backbone_session,
                  head_session, baselines: Baselines | None, calibration=None, word_tokenizer=None,
-                 backbone_shards: ShardedRunner | None = None):
+                 backbone_shards: ShardedRunner | None = None, backbone_call_tokens: int | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.labels = tuple(manifest.labels)
@@ -88,6 +89,7 @@ class Model:
         self.calibration = calibration
         self.word_tokenizer = word_tokenizer
         self.backbone_shards = backbone_shards
+        self.backbone_call_tokens = backbone_call_tokens
         self._heads = {h.kind: h for h in manifest.head.heads}
         self._head_outputs = [manifest.head.task_logits_name] + [h.output_name for h in self._heads.values()]
         # Resolved once: the registry's kernel of each head kind and its keyword arguments.
@@ -173,8 +175,9 @@ class Model:
         kernel call that computes the head and every score), ``kernels`` (the score kernels run
         outside the head: all of them on the session path; distances and decisions when asked) and
         ``assemble`` (building the Predictions object: label names, score dict), plus ``batch_size``,
-        ``n_batches``, ``shapes`` (the padded ``(rows, tokens)`` of each backbone call, in call
-        order), ``sequence_length`` (the widest)
+        ``n_batches``, ``shapes`` (the padded ``(rows, tokens)`` the backbone ran, in order: one per
+        batch, or one per part of a batch split across the cores, each at its own width),
+        ``sequence_length`` (the widest)
         and ``head_calls`` (head graph runs: one per :data:`BLOCK_ROWS` rows).
         """
         self._require_sequence("predict_stages(texts)")
@@ -187,7 +190,7 @@ class Model:
         stages: dict[str, Any] = {"tokenize": 0.0, "backbone": 0.0, "head": 0.0, "kernels": 0.0, "assemble": 0.0,
                                   "shapes": []}
         self._predict_list(items, batch_size, distances, None, stages)
-        stages.update(batch_size=batch_size, n_batches=len(stages["shapes"]),
+        stages.update(batch_size=batch_size, n_batches=-(-len(items) // batch_size),
                       sequence_length=max(w for _, w in stages["shapes"]),
                       head_calls=-(-len(items) // _block_rows(batch_size)))
         return stages
@@ -255,7 +258,8 @@ class Model:
         bundle has one (its outputs allocated before the backbone runs), else the head graph."""
         clock = _StageClock(stages)
         n, c = len(texts), self.num_classes
-        ids = self.tokenizer.encode(texts)
+        shards = self.backbone_shards
+        ids = self.tokenizer.encode(texts) if shards is None else shards.map_parts(self.tokenizer.encode, texts)
         clock.lap("tokenize")
         fused = self.linear_head
         if fused is not None:
@@ -273,10 +277,12 @@ class Model:
             rows = order[block_start:block_start + block]
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
-                feeds = self.tokenizer.pad([ids[i] for i in batch])
+                rows_ids = [ids[i] for i in batch]
+                feeds = self.tokenizer.pad(rows_ids)
                 clock.lap("tokenize")
-                z_block[start:start + len(batch)] = self._run_backbone(feeds)
-                clock.lap("backbone", shape=feeds["input_ids"].shape)
+                lengths = np.fromiter((len(x) for x in rows_ids), np.int64, len(rows_ids))
+                z_block[start:start + len(batch)] = self.run_backbone(feeds, lengths)
+                clock.lap("backbone", shapes=self._backbone_shapes(feeds["input_ids"].shape, lengths))
             z = z_block[:len(rows)]
             if fused is not None:
                 fused.score_into(z, rows, probs, label_ids, scores)
@@ -292,19 +298,31 @@ class Model:
             return _Raw(None, {}, z_all, probs, label_ids, scores)
         return _Raw(task, heads, z_all)
 
-    def _run_backbone(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run_backbone(self, feeds: dict[str, np.ndarray], lengths: np.ndarray | None = None) -> np.ndarray:
+        """Features ``[rows, feature_size]`` of one right-padded batch of token ids, run as
+        ``predict`` runs it: split across the cores when the batch is large enough (``lengths``,
+        the tokens of each row, let each part drop its padding), else on the backbone session in
+        calls of at most ``backbone_call_tokens`` tokens."""
         spec = self.manifest.backbone
         shards = self.backbone_shards
         if shards is not None and shards.can_shard(feeds["input_ids"].shape[0]):
-            z = shards.run(spec.output_name, feeds)
+            z = shards.run(spec.output_name, feeds, lengths)
         else:
-            z = self.backbone_session.run([spec.output_name], feeds)[0]
+            z = run_in_calls(self.backbone_session, spec.output_name, feeds, self.backbone_call_tokens)
         expected = (feeds["input_ids"].shape[0], spec.feature_size)
         if z.shape != expected:
             raise IncompatibleBundleError(
                 f"output {spec.output_name!r} has shape {z.shape}, expected {expected} (manifest feature_size).",
                 path=self.path / spec.file, fix=_FIX)
         return z.astype(np.float32, copy=False)
+
+    def _backbone_shapes(self, shape: tuple[int, int], lengths: np.ndarray) -> list[tuple[int, int]]:
+        """(rows, width) of what :meth:`run_backbone` runs for a batch of ``shape``: the parts of a
+        split batch at their own widths, else the batch (for FLOP counts)."""
+        shards = self.backbone_shards
+        if shards is not None and shards.can_shard(shape[0]):
+            return [(n, w) for _, n, w in shards.part_shapes(shape[0], shape[1], lengths)]
+        return [(int(shape[0]), int(shape[1]))]
 
     def _run_head(self, z: np.ndarray) -> list[np.ndarray]:
         return self.head_session.run(self._head_outputs, {self.manifest.head.input_name: z})
@@ -355,14 +373,14 @@ class _StageClock:
         self.stages = stages
         self.t = time.perf_counter() if stages is not None else 0.0
 
-    def lap(self, name: str, shape: tuple | None = None) -> None:
+    def lap(self, name: str, shapes: list[tuple[int, int]] | None = None) -> None:
         if self.stages is None:
             return
         now = time.perf_counter()
         self.stages[name] += now - self.t
         self.t = now
-        if shape is not None:
-            self.stages["shapes"].append((int(shape[0]), int(shape[1])))
+        if shapes:
+            self.stages["shapes"].extend((int(b), int(s)) for b, s in shapes)
 
 
 def _block_rows(batch_size: int) -> int:

@@ -32,6 +32,9 @@ json.dump(r, open(sys.argv[2], 'w'), indent=2)" "$B32" "$OUT/overhead_lone.json"
 # 3. how cost grows with sequence length and batch size
 [ -f "$OUT/scaling.json" ] || "$PY" benchmarks/bench_scaling.py --fp32 "$B32" --int8 "$B8" "${THREADS_ARG[@]}" \
     --out "$OUT/scaling.json" --plot "$OUT/scaling.png"
+# 3b. tokens per single-thread backbone call (load(call_tokens=...)), end to end
+[ -f "$OUT/call_tokens.json" ] || "$PY" benchmarks/bench_call_tokens.py --fp32 "$B32" --int8 "$B8" "${THREADS_ARG[@]}" \
+    --repeats "$REPEATS" --out "$OUT/call_tokens.json"
 # 4. the int8 and fusion variants of the backbone graph (export flags), backbone sessions side by side
 V=artifacts/variants
 [ -d "$V/fp32-fused" ] || .venv/bin/uehead export "$CKPT" "$V/fp32-fused" --fusions

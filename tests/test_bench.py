@@ -83,6 +83,10 @@ def test_bert_flops_matches_hand_count():
     macs = b * (2 * (s * 128 + 2 * s * s * 4) + 16)
     assert bench.bert_flops(dims, [(b, s)]) == 2 * macs
     assert bench.bert_flops(dims, [(b, s), (b, s)]) == 4 * macs
+    # Last layer cut to the pooled row: K, V on every token (2 s h^2), Q, O and the FFN on one row
+    # (2 h^2 + 2 h i), attention of one query (2 s h).
+    cut = b * ((s * 128 + 2 * s * s * 4) + (2 * s * 16 + 2 * 16 + 2 * 32 + 2 * s * 4) + 16)
+    assert bench.bert_flops({**dims, "pooled_row": True}, [(b, s)]) == 2 * cut
 
 
 def test_backbone_dims_from_checkpoint_config(tmp_path, bundle):
@@ -91,6 +95,7 @@ def test_backbone_dims_from_checkpoint_config(tmp_path, bundle):
         {"num_hidden_layers": 6, "hidden_size": 384, "intermediate_size": 1536}))
     dims = bench.backbone_dims(bundle, tmp_path)
     assert (dims["layers"], dims["hidden"], dims["intermediate"]) == (6, 384, 1536)
+    assert dims["pooled_row"] is False  # the tiny bundle's report says nothing was cut
     assert bench.backbone_dims(bundle) is None  # the tiny backbone has no feed-forward block
 
 

@@ -45,18 +45,31 @@ def _dims_from_onnx(bundle: str | os.PathLike) -> dict[str, int] | None:
 
 
 def backbone_dims(bundle: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> dict[str, int] | None:
-    """``{"layers", "hidden", "intermediate"}`` of a BERT-style backbone, from the checkpoint's
-    config.json when given, else from backbone.onnx's weight shapes (needs ``onnx``); None if unknown."""
+    """``{"layers", "hidden", "intermediate", "pooled_row"}`` of a BERT-style backbone, from the
+    checkpoint's config.json when given, else from backbone.onnx's weight shapes (needs ``onnx``);
+    None if unknown. ``pooled_row``: the bundle's last layer computes only the pooled row
+    (``manifest.reports["export"]["pooled_row"]``)."""
     dims = _dims_from_config(checkpoint) if checkpoint else None
-    return dims if dims is not None else _dims_from_onnx(bundle)
+    dims = dims if dims is not None else _dims_from_onnx(bundle)
+    if dims is not None:
+        from uehead.bundle import read_manifest
+
+        report = (read_manifest(bundle).reports.get("export") or {}).get("pooled_row") or {}
+        dims = {**dims, "pooled_row": bool(report.get("applied"))}
+    return dims
 
 
 def bert_flops(dims: dict[str, int], shapes: Sequence[tuple[int, int]]) -> float:
     """FLOPs (2 per multiply-add) of a BERT encoder + pooler forward for padded (batch, seq) shapes:
     per layer and token 4h^2 (Q, K, V, O) + 2hi (FFN), per layer and sequence 2 s^2 h (QK^T, AV),
-    per sequence h^2 (pooler). Embedding lookups, norms and activations are left out (<1%)."""
+    per sequence h^2 (pooler). With ``dims["pooled_row"]`` the last layer runs K and V on every
+    token and the rest on one row: 2 s h^2 + 2h^2 + 2hi + 2 s h. Embedding lookups, norms and
+    activations are left out (<1%)."""
     L, h, i = dims["layers"], dims["hidden"], dims["intermediate"]
+    cut = bool(dims.get("pooled_row"))
     macs = 0
     for b, s in shapes:
-        macs += b * (L * (s * (4 * h * h + 2 * h * i) + 2 * s * s * h) + h * h)
+        full = s * (4 * h * h + 2 * h * i) + 2 * s * s * h
+        last = 2 * s * h * h + 2 * h * h + 2 * h * i + 2 * s * h if cut else full
+        macs += b * ((L - 1) * full + last + h * h)
     return 2.0 * macs

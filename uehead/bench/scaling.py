@@ -118,11 +118,12 @@ def _feeds(session, ids: np.ndarray, path) -> dict[str, np.ndarray]:
 
 
 def _forward(model, feeds: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Seconds of one batch: backbone graph; head graph + score kernels (as ``predict`` runs them)."""
+    """Seconds of one batch: backbone (``Model.run_backbone``: split across the cores and in calls
+    of ``call_tokens`` as ``predict`` runs it); head graph + score kernels."""
     spec, head = model.manifest.backbone, model.manifest.head
     names = [head.task_logits_name] + [h.output_name for h in head.heads]
     t0 = time.perf_counter()
-    z = model.backbone_session.run([spec.output_name], feeds)[0]
+    z = model.run_backbone(feeds)
     t1 = time.perf_counter()
     outs = model.head_session.run(names, {head.input_name: z})
     model.score_outputs(outs[0], {h.kind: o for h, o in zip(head.heads, outs[1:])})

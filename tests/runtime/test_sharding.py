@@ -160,7 +160,7 @@ def test_sharded_predictions_of_mixed_lengths_equal_whole_batches(bundle):
 
 
 @pytest.mark.parametrize("call_tokens, calls", [(None, [20]), (40, [4] * 5), (45, [4] * 5), (3, [1] * 20),
-                                                (1000, [20])])
+                                                (1000, [20]), (180, [10, 10]), (70, [7, 7, 6])])
 def test_run_in_calls_covers_every_row_once_in_order(call_tokens, calls):
     rec = _Recorder()
     feeds = {"input_ids": np.arange(20, dtype=np.int64)[:, None].repeat(10, axis=1)}
@@ -176,7 +176,7 @@ def test_each_part_runs_in_calls_of_its_own_width():
     ids[:, 0] = np.arange(24)
     out = ShardedRunner(lambda: rec, 2, call_tokens=40).run("z", {"input_ids": ids}, lengths)
     np.testing.assert_array_equal(out[:, 0], np.arange(24))
-    assert sorted(zip(rec.calls, rec.widths)) == [(2, 20)] * 4 + [(6, 4), (10, 4)]  # 40 tokens per call at most
+    assert sorted(zip(rec.calls, rec.widths)) == [(2, 20)] * 4 + [(8, 4), (8, 4)]  # 40 tokens per call at most
 
 
 def test_call_tokens_of_a_single_thread_model(bundle):

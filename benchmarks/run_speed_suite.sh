@@ -35,14 +35,17 @@ json.dump(r, open(sys.argv[2], 'w'), indent=2)" "$B32" "$OUT/overhead_lone.json"
 # 3b. tokens per single-thread backbone call (load(call_tokens=...)), end to end
 [ -f "$OUT/call_tokens.json" ] || "$PY" benchmarks/bench_call_tokens.py --fp32 "$B32" --int8 "$B8" "${THREADS_ARG[@]}" \
     --repeats "$REPEATS" --out "$OUT/call_tokens.json"
-# 4. the int8 and fusion variants of the backbone graph (export flags), backbone sessions side by side
+# 4. the int8, fusion and whole-last-layer variants of the backbone graph (export flags), backbone sessions side by side
 V=artifacts/variants
 [ -d "$V/fp32-fused" ] || .venv/bin/uehead export "$CKPT" "$V/fp32-fused" --fusions
 [ -d "$V/int8-fused" ] || .venv/bin/uehead export "$CKPT" "$V/int8-fused" --int8 --fusions --data rotten_tomatoes
 [ -d "$V/int8-static" ] || .venv/bin/uehead export "$CKPT" "$V/int8-static" --int8 --int8-method static \
     --data rotten_tomatoes
+[ -d "$V/fp32-full" ] || .venv/bin/uehead export "$CKPT" "$V/fp32-full" --full-last-layer
+[ -d "$V/int8-full" ] || .venv/bin/uehead export "$CKPT" "$V/int8-full" --int8 --full-last-layer --data rotten_tomatoes
 [ -f "$OUT/int8_variants.json" ] || "$PY" benchmarks/bench_int8.py --fp32 "$B32" --int8 "$B8" \
     --also "fp32-fused=$V/fp32-fused" --also "int8-fused=$V/int8-fused" --also "int8-static=$V/int8-static" \
+    --also "fp32-full-last-layer=$V/fp32-full" --also "int8-full-last-layer=$V/int8-full" \
     --lengths short,t128 --max-length 128 --repeats 5 --json "$OUT/int8_variants.json"
 # 5. cold start and peak RSS (the second, single-thread session of batch sharding included)
 [ -f "$OUT/coldstart_sharded.json" ] || "$PY" benchmarks/bench_coldstart.py --fp32 "$B32" --int8 "$B8" \

@@ -107,3 +107,13 @@ def test_a_graph_without_a_first_token_pooler_is_left_whole(whole, tmp_path):
     report = prune_to_pooled_row(tmp_path / "mean_pooled.onnx", tmp_path / "cut.onnx")
     assert report == {"applied": False,
                       "reason": "the backbone does not pool the first token with one Gather(axis=1, index 0)"}
+
+
+def test_the_cli_flag_keeps_the_last_layer_whole(tiny_ckpts, tmp_path):
+    from uehead.bundle import read_manifest
+    from uehead.cli import main
+
+    assert main(["export", str(tiny_ckpts["bert"]), str(tmp_path / "whole"), "--full-last-layer"]) == 0
+    assert main(["export", str(tiny_ckpts["bert"]), str(tmp_path / "cut")]) == 0
+    assert read_manifest(tmp_path / "whole").reports["export"]["pooled_row"]["applied"] is False
+    assert read_manifest(tmp_path / "cut").reports["export"]["pooled_row"]["applied"] is True

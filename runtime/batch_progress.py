@@ -98,7 +98,9 @@ def save_progress(path: Path, data: dict) -> None:
     """Write ``data`` to ``path`` durably and atomically (a crash leaves the old or the new file)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
+        # dumps, not dump: json.dump always takes the pure-Python encoder, whose closures are
+        # reference cycles left for the collector once per chunk of a job.
+        f.write(json.dumps(data))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -35,7 +35,7 @@ import numpy as np
 
 from uehead.bench.flops import backbone_dims, bert_flops
 from uehead.bench.machine import loadavg, machine_info, timestamp
-from uehead.bench.texts import _sentences
+from uehead.bench.texts import source_sentences
 from uehead.bench.timing import median
 from uehead.errors import IncompatibleBundleError
 
@@ -308,7 +308,7 @@ def scaling_sweep(bundles: Mapping[str, Any] | Sequence[Any], lengths: Sequence[
 
     models = _models(bundles, threads)
     meta = machine_info(threads or default_threads())
-    sentences, source = _sentences()
+    sentences, source = source_sentences()
     inputs = {n: ExactLengthInputs(m.path / m.manifest.tokenizer.file, sentences) for n, m in models.items()}
     found = {n: dims or backbone_dims(m.path) for n, m in models.items()}
     fallback = next((d for d in found.values() if d), None)

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LENGTHS", "bench_texts", "model_texts", "token_counter"]
+__all__ = ["LENGTHS", "bench_texts", "model_texts", "source_sentences", "token_counter"]
 
 #: Text lengths: name -> target tokens (None: one sentence as it is).
 LENGTHS = {"short": None, "t64": 64, "t128": 128}
 
 
-def _sentences(seed: int = 0) -> tuple[list[str], str]:
+def source_sentences(seed: int = 0) -> tuple[list[str], str]:
     """Rotten Tomatoes test sentences in a fixed shuffled order, or synthetic ones without the data."""
     try:
         from uehead.datasets import DataError, load_dataset
@@ -56,7 +56,7 @@ def bench_texts(count_tokens: Callable[[list[str]], list[int]], n: int = 128, ma
     joining consecutive sentences until the target (capped at ``max_length``) is reached.
     Returns ``{name: {"texts": [...], "mean_tokens": float, "source": str}}``.
     """
-    sents, source = _sentences(seed)
+    sents, source = source_sentences(seed)
     out = {}
     for name, target in LENGTHS.items():
         if target is None:

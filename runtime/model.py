@@ -282,7 +282,8 @@ class Model:
                 clock.lap("tokenize")
                 lengths = np.fromiter((len(x) for x in rows_ids), np.int64, len(rows_ids))
                 z_block[start:start + len(batch)] = self.run_backbone(feeds, lengths)
-                clock.lap("backbone", shapes=self._backbone_shapes(feeds["input_ids"].shape, lengths))
+                clock.lap("backbone", shapes=self._backbone_shapes(feeds["input_ids"].shape, lengths)
+                          if clock.recording else None)
             z = z_block[:len(rows)]
             if fused is not None:
                 fused.score_into(z, rows, probs, label_ids, scores)
@@ -372,6 +373,10 @@ class _StageClock:
     def __init__(self, stages: dict[str, Any] | None):
         self.stages = stages
         self.t = time.perf_counter() if stages is not None else 0.0
+
+    @property
+    def recording(self) -> bool:
+        return self.stages is not None
 
     def lap(self, name: str, shapes: list[tuple[int, int]] | None = None) -> None:
         if self.stages is None:

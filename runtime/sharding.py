@@ -98,7 +98,7 @@ class ShardedRunner:
         (:func:`balanced_bounds`) and each part drops the padding columns none of its rows uses;
         without them the parts are equal row counts at the batch's width."""
         if lengths is None:
-            bounds = [rows * i // self.shards for i in range(self.shards + 1)]
+            bounds = self._even_bounds(rows)
             return [(a, b - a, width) for a, b in zip(bounds[:-1], bounds[1:])]
         lengths = np.asarray(lengths)
         bounds = balanced_bounds(lengths, self.shards)
@@ -109,13 +109,8 @@ class ShardedRunner:
         rows in order."""
         rows, width = next(iter(feeds.values())).shape
         parts = [{k: v[a:a + n, :w] for k, v in feeds.items()} for a, n, w in self.part_shapes(rows, width, lengths)]
-        session, pool, tokens = self.session, self._executor(), self.call_tokens
-        futures = [pool.submit(run_in_calls, session, output_name, p, tokens) for p in parts[1:]]
-        try:
-            first = run_in_calls(session, output_name, parts[0], tokens)
-        finally:
-            wait(futures)  # never leave a part running when the call returns or raises
-        return np.concatenate([first] + [f.result() for f in futures])
+        session, tokens = self.session, self.call_tokens
+        return np.concatenate(self._side_by_side(lambda p: run_in_calls(session, output_name, p, tokens), parts))
 
     def map_parts(self, fn: Callable[[list], list], items: list) -> list:
         """``fn(items)`` computed on one contiguous part of ``items`` per core, side by side, and
@@ -123,17 +118,21 @@ class ShardedRunner:
         Fewer items than :meth:`can_shard` asks for run whole on the calling thread."""
         if not self.can_shard(len(items)):
             return fn(items)
-        n = len(items)
-        bounds = [n * i // self.shards for i in range(self.shards + 1)]
+        bounds = self._even_bounds(len(items))
         parts = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return [x for out in self._side_by_side(fn, parts) for x in out]
+
+    def _even_bounds(self, n: int) -> list[int]:
+        return [n * i // self.shards for i in range(self.shards + 1)]
+
+    def _side_by_side(self, fn: Callable[[Any], Any], parts: list) -> list:
+        """``[fn(p) for p in parts]``: the first part on the calling thread, the others on the pool."""
         futures = [self._executor().submit(fn, p) for p in parts[1:]]
         try:
-            out = list(fn(parts[0]))
+            first = fn(parts[0])
         finally:
-            wait(futures)
-        for f in futures:
-            out.extend(f.result())
-        return out
+            wait(futures)  # never leave a part running when the call returns or raises
+        return [first] + [f.result() for f in futures]
 
     def _executor(self) -> ThreadPoolExecutor:
         # Created on first use and again in a forked child (a pool's threads do not survive fork).

@@ -17,7 +17,7 @@ import numpy as np
 
 from uehead.bench.machine import loadavg
 from uehead.bench.texts import model_texts
-from uehead.bench.timing import median, per_batch_medians
+from uehead.bench.timing import mean_width, median, per_batch_medians
 from uehead.runtime.model import BLOCK_ROWS
 from uehead.scores import head_kind, head_params, resolve
 
@@ -73,8 +73,7 @@ def head_overhead(model, texts: Sequence[str], batch_size: int = 32, repeats: in
     runs = [model.predict_stages(texts, batch_size=batch_size) for _ in range(max(1, repeats))]
     out: dict[str, Any] = {"batch_size": len(batch), "n_texts": len(texts), "n_batches": runs[0]["n_batches"],
                            "head_calls": runs[0]["head_calls"], "repeats": len(runs), "head_path": head_path(model),
-                           "sequence_length": float(np.average([w for _, w in runs[0]["shapes"]],
-                                                                 weights=[b for b, _ in runs[0]["shapes"]]))}
+                           "sequence_length": mean_width(runs[0]["shapes"])}
     out.update(_overhead(runs))
     singles, session_singles = [], []
     fused = getattr(model, "linear_head", None)

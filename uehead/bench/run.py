@@ -33,7 +33,7 @@ from uehead.bench.overhead import OVERHEAD_TEXTS, head_overhead
 from uehead.bench.proc import coldstart, peak_gflops
 from uehead.bench.report import check_targets, print_report, write_json
 from uehead.bench.texts import LENGTHS, model_texts
-from uehead.bench.timing import STAGES, e2e_times, median, stage_times
+from uehead.bench.timing import STAGES, e2e_times, mean_width, median, stage_times
 
 __all__ = ["BATCH_SIZES", "PARTS", "merge_peak", "run_bench"]
 
@@ -202,14 +202,9 @@ def _add_pcts(row: dict[str, Any], engine: str, peak: dict[str, Any] | None) -> 
         row["pct_of_int8_peak"] = 100.0 * row["backbone_gflops"] / peak["int8_peak_gops"]
 
 
-def _mean_width(shapes) -> float:
-    """Padded tokens per row the backbone ran (rows-weighted mean width of its calls)."""
-    return float(sum(b * s for b, s in shapes) / max(1, sum(b for b, _ in shapes)))
-
-
 def _stage_row(name, length, b, st, dims, peak) -> dict[str, Any]:
     row = {"bundle": name, "length": length, "batch_size": b,
-           "seq_len_mean": _mean_width(st["shapes"]),
+           "seq_len_mean": mean_width(st["shapes"]),
            **{f"{k}_us": st[k] * 1e6 for k in STAGES}}
     row["head_plus_kernels_us"] = row["head_us"] + row["kernels_us"]
     row["overhead_pct"] = 100.0 * row["head_plus_kernels_us"] / row["backbone_us"] if row["backbone_us"] else None

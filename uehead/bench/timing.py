@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["STAGES", "e2e_times", "median", "per_batch_medians", "stage_times"]
+__all__ = ["STAGES", "e2e_times", "mean_width", "median", "per_batch_medians", "stage_times"]
 
 #: The stages ``Model.predict_stages`` clocks, in pipeline order.
 STAGES = ("tokenize", "backbone", "head", "kernels", "assemble")
@@ -18,6 +18,11 @@ STAGES = ("tokenize", "backbone", "head", "kernels", "assemble")
 
 def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
+
+
+def mean_width(shapes: Sequence[tuple[int, int]]) -> float:
+    """Padded tokens per row the backbone ran: the rows-weighted mean width of its ``(rows, width)`` calls."""
+    return float(sum(b * s for b, s in shapes) / max(1, sum(b for b, _ in shapes)))
 
 
 def per_batch_medians(runs: list[dict[str, Any]]) -> dict[str, float]:
